@@ -1,0 +1,372 @@
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch as th
+from gymnasium import spaces
+from stable_baselines3.common.buffers import BaseBuffer, ReplayBuffer
+from stable_baselines3.common.preprocessing import get_obs_shape
+from stable_baselines3.common.vec_env import VecNormalize
+
+from sb3_drqn.common.type_aliases import NumpyRecurrentState, RecurrentReplayBufferSamples
+
+ObsArray = np.ndarray | dict[str, np.ndarray]
+
+
+def _map_obs(fn: Callable[[np.ndarray], np.ndarray], obs: ObsArray) -> ObsArray:
+    """Apply ``fn`` to an observation array, or to every entry of a dict of them."""
+    if isinstance(obs, dict):
+        return {key: fn(value) for key, value in obs.items()}
+    return fn(obs)
+
+
+def _write_obs(store: ObsArray, index: Any, value: ObsArray) -> None:
+    """``store[index] = value`` for an observation array, or entry by entry for a dict of them."""
+    if isinstance(store, dict):
+        assert isinstance(value, dict)
+        for key, array in store.items():
+            array[index] = value[key]
+    else:
+        store[index] = value
+
+
+class RecurrentReplayBuffer(ReplayBuffer):
+    """
+    Sequence replay buffer for recurrent off-policy algorithms (DRQN, R2D2).
+
+    Like SB3's :class:`~stable_baselines3.common.buffers.ReplayBuffer`, the data lives in per-env columns of
+    ``buffer_size // n_envs`` rows, but each observation is stored once: the observation that follows a step
+    is the next row of the same column. Only where an episode ends is the real final observation
+    (``infos[i]["terminal_observation"]``) kept, in a compact side store, so that time-limit truncations can
+    bootstrap from it. Box, Discrete, MultiDiscrete, MultiBinary and Dict observation spaces are handled by
+    this one class. The recurrent state the actor had *before* each step is stored with it (R2D2's "stored
+    state"), unless ``recurrent_state_shape`` is ``None``.
+
+    Sampling returns windows: a window is named by its first learning step ``t`` (any stored step whose
+    successor is known); its learning steps are ``t .. t + sequence_length - 1`` and its burn-in the
+    ``burn_in`` steps before ``t``, clipped at the start of the episode and at the oldest stored step. A window
+    never crosses an episode start after its first step: steps past the end of the episode, past the newest
+    stored step, or whose successor is unknown are masked out. Overwritten rows are never read.
+
+    :param buffer_size: Max number of transitions in the buffer (over all envs)
+    :param observation_space: Observation space
+    :param action_space: Action space (``Discrete``)
+    :param device: PyTorch device to which the sampled tensors are moved
+    :param n_envs: Number of parallel environments
+    :param optimize_memory_usage: Not applicable: frames are always stored once. Must be ``False``.
+    :param handle_timeout_termination: Treat time-limit truncations (``infos[i]["TimeLimit.truncated"]``)
+        as non-terminal: their targets bootstrap from the final observation.
+    :param sequence_length: Number of learning steps per sampled window
+    :param burn_in: Number of steps before the learning steps that only warm the recurrent state
+    :param recurrent_state_shape: ``(n_components, n_layers, hidden_size)`` of the actor's recurrent state
+        (``n_components`` is 2 for an LSTM, 1 for a GRU), or ``None`` not to store states (sampled windows
+        then start from zeros, the DRQN paper's setting)
+    """
+
+    observations: ObsArray  # type: ignore[assignment]
+    actions: np.ndarray
+    rewards: np.ndarray
+    dones: np.ndarray
+    timeouts: np.ndarray
+    episode_steps: np.ndarray
+    final_observations: ObsArray
+    final_observation_slots: np.ndarray
+    recurrent_states: np.ndarray | None
+
+    def __init__(
+        self,
+        buffer_size: int,
+        observation_space: spaces.Space,
+        action_space: spaces.Space,
+        device: th.device | str = "auto",
+        n_envs: int = 1,
+        optimize_memory_usage: bool = False,
+        handle_timeout_termination: bool = True,
+        sequence_length: int = 10,
+        burn_in: int = 0,
+        recurrent_state_shape: tuple[int, int, int] | None = None,
+    ):
+        if optimize_memory_usage:
+            raise ValueError(
+                "optimize_memory_usage=True is not applicable to RecurrentReplayBuffer: "
+                "it always stores each observation once."
+            )
+        if not isinstance(action_space, spaces.Discrete):
+            raise ValueError(f"RecurrentReplayBuffer supports only Discrete action spaces, got {action_space}.")
+        if sequence_length < 1:
+            raise ValueError(f"sequence_length must be >= 1, got {sequence_length}.")
+        if burn_in < 0:
+            raise ValueError(f"burn_in must be >= 0, got {burn_in}.")
+        # Skip ReplayBuffer.__init__, which would allocate next_observations
+        BaseBuffer.__init__(self, buffer_size, observation_space, action_space, device, n_envs=n_envs)
+        self.buffer_size = max(buffer_size // n_envs, 1)
+        if self.buffer_size < sequence_length + 1:
+            raise ValueError(
+                f"buffer_size={buffer_size} is too small: with n_envs={n_envs}, each env column holds "
+                f"{self.buffer_size} steps, fewer than one window of sequence_length + 1 = {sequence_length + 1}."
+            )
+        self.optimize_memory_usage = False
+        self.handle_timeout_termination = handle_timeout_termination
+        self.sequence_length = sequence_length
+        self.burn_in = burn_in
+        self.recurrent_state_shape = recurrent_state_shape
+
+        rows = (self.buffer_size, self.n_envs)
+        # np.zeros maps pages lazily: memory is only used once rows are written
+        self.observations = self._allocate_obs(rows)
+        self.actions = np.zeros(rows, dtype=np.int64)
+        self.rewards = np.zeros(rows, dtype=np.float32)
+        self.dones = np.zeros(rows, dtype=bool)
+        self.timeouts = np.zeros(rows, dtype=bool)
+        # Index of each step inside its episode: 0 marks an episode start
+        self.episode_steps = np.zeros(rows, dtype=np.int32)
+        # Final observations are written in order into a ring with one slot per row of the buffer,
+        # so a slot is only reused once the row that pointed to it has been overwritten.
+        self.final_observations = self._allocate_obs((self.buffer_size * self.n_envs,))
+        self.final_observation_slots = np.full(rows, -1, dtype=np.int64)
+        self._next_final_slot = 0
+        self.recurrent_states = None
+        if recurrent_state_shape is not None:
+            self.recurrent_states = np.zeros((*rows, *recurrent_state_shape), dtype=np.float32)
+        self._next_episode_steps = np.zeros(self.n_envs, dtype=np.int32)
+
+    def _allocate_obs(self, leading_shape: tuple[int, ...]) -> ObsArray:
+        space = self.observation_space
+        if isinstance(space, spaces.Dict):
+            return {key: np.zeros((*leading_shape, *get_obs_shape(sub)), dtype=sub.dtype) for key, sub in space.spaces.items()}
+        return np.zeros((*leading_shape, *get_obs_shape(space)), dtype=space.dtype)  # type: ignore[misc]
+
+    def _reshape_obs(self, obs: ObsArray) -> ObsArray:
+        """Reshape a batch of ``n_envs`` observations to ``(n_envs, *obs_shape)`` (e.g. Discrete spaces)."""
+        space = self.observation_space
+        if isinstance(space, spaces.Dict):
+            assert isinstance(obs, dict)
+            return {key: np.asarray(obs[key]).reshape((self.n_envs, *get_obs_shape(sub))) for key, sub in space.spaces.items()}
+        return np.asarray(obs).reshape((self.n_envs, *get_obs_shape(space)))  # type: ignore[misc]
+
+    def reset(self) -> None:
+        super().reset()
+        self._next_episode_steps[:] = 0
+        self._next_final_slot = 0
+
+    def mark_episode_break(self) -> None:
+        """
+        Declare that the next step added for every env starts a new episode, without the last one having
+        ended (e.g. the environment was reset between two calls to ``learn``). The last stored step of each
+        env then has no known successor and is never used as a learning step.
+        """
+        self._next_episode_steps[:] = 0
+
+    def add(  # type: ignore[override]
+        self,
+        obs: ObsArray,
+        next_obs: ObsArray,
+        action: np.ndarray,
+        reward: np.ndarray,
+        done: np.ndarray,
+        infos: list[dict[str, Any]],
+        recurrent_state: NumpyRecurrentState | None = None,
+    ) -> None:
+        """
+        Store one step of every env.
+
+        :param obs: Observations the actions were taken in, ``(n_envs, *obs_shape)``
+        :param next_obs: Observations after the step; only read where ``done`` (the real final observation)
+        :param action: Actions taken, ``(n_envs,)``
+        :param reward: Rewards, ``(n_envs,)``
+        :param done: Whether the step ended the episode (termination or truncation), ``(n_envs,)``
+        :param infos: Per-env infos; ``"TimeLimit.truncated"`` marks truncations
+        :param recurrent_state: The actor's recurrent state before the step, each component
+            ``(n_layers, n_envs, hidden_size)``; required when the buffer stores states
+        """
+        row = self.pos
+        done = np.asarray(done, dtype=bool).reshape(self.n_envs)
+        if self.recurrent_states is not None:
+            if recurrent_state is None:
+                raise ValueError("This buffer stores recurrent states: pass the actor's `recurrent_state` to add().")
+            # (n_components, n_layers, n_envs, hidden) -> (n_envs, n_components, n_layers, hidden)
+            stacked = np.stack([np.asarray(component) for component in recurrent_state]).transpose(2, 0, 1, 3)
+            if stacked.shape != (self.n_envs, *self.recurrent_states.shape[2:]):
+                n_components, n_layers, hidden_size = self.recurrent_states.shape[2:]
+                raise ValueError(
+                    f"recurrent_state must hold {n_components} component(s) of shape (n_layers, n_envs, hidden) = "
+                    f"{(n_layers, self.n_envs, hidden_size)}, got {[np.shape(component) for component in recurrent_state]}."
+                )
+            self.recurrent_states[row] = stacked
+
+        _write_obs(self.observations, row, self._reshape_obs(obs))
+        self.actions[row] = np.asarray(action).reshape(self.n_envs)
+        self.rewards[row] = np.asarray(reward).reshape(self.n_envs)
+        self.dones[row] = done
+        if self.handle_timeout_termination:
+            self.timeouts[row] = [bool(info.get("TimeLimit.truncated", False)) for info in infos]
+        else:
+            self.timeouts[row] = False
+        self.episode_steps[row] = self._next_episode_steps
+
+        self.final_observation_slots[row] = -1
+        done_envs = np.flatnonzero(done)
+        if len(done_envs) > 0:
+            n_slots = self.buffer_size * self.n_envs
+            slots = (self._next_final_slot + np.arange(len(done_envs))) % n_slots
+            self._next_final_slot = int((self._next_final_slot + len(done_envs)) % n_slots)
+            self.final_observation_slots[row, done_envs] = slots
+            final_obs = _map_obs(lambda array: array[done_envs], self._reshape_obs(next_obs))
+            _write_obs(self.final_observations, slots, final_obs)
+
+        self._next_episode_steps = np.where(done, 0, self._next_episode_steps + 1).astype(np.int32)
+        self.pos += 1
+        if self.pos == self.buffer_size:
+            self.full = True
+            self.pos = 0
+
+    # ----------------------------------------------------------------------------------------------
+    # Sampling
+
+    def _n_stored(self) -> int:
+        """Number of stored (not overwritten) steps in each env column."""
+        return self.buffer_size if self.full else self.pos
+
+    def _oldest_row(self) -> int:
+        return self.pos if self.full else 0
+
+    def _has_successor(self, offsets: np.ndarray, env_indices: np.ndarray) -> np.ndarray:
+        """
+        Whether the steps at ``offsets`` (age order: 0 is the oldest stored step) of the given envs have a
+        known successor: they ended their episode (the final observation is kept), or the next stored step
+        continues the same episode.
+        """
+        n_stored = self._n_stored()
+        rows = (self._oldest_row() + offsets) % self.buffer_size
+        has_next = offsets + 1 < n_stored
+        next_rows = (rows + 1) % self.buffer_size
+        continues = self.episode_steps[next_rows, env_indices] == self.episode_steps[rows, env_indices] + 1
+        return self.dones[rows, env_indices] | (has_next & continues)
+
+    def valid_window_starts(self) -> tuple[np.ndarray, np.ndarray]:
+        """
+        :return: ``(offsets, env_indices)`` of every step a window can start at, where ``offsets`` counts
+            from the oldest stored step of the column.
+        """
+        n_stored = self._n_stored()
+        offsets, env_indices = np.meshgrid(np.arange(n_stored), np.arange(self.n_envs), indexing="ij")
+        offsets, env_indices = offsets.ravel(), env_indices.ravel()
+        valid = self._has_successor(offsets, env_indices)
+        return offsets[valid], env_indices[valid]
+
+    def sample(self, batch_size: int, env: VecNormalize | None = None) -> RecurrentReplayBufferSamples:  # type: ignore[override]
+        """
+        Sample ``batch_size`` windows uniformly over the steps they can start at.
+
+        :param batch_size: Number of windows
+        :param env: Associated VecNormalize wrapper, to normalize observations and rewards when sampling
+        :return: The windows, time-major
+        """
+        n_stored = self._n_stored()
+        if n_stored == 0:
+            raise RuntimeError("Cannot sample from an empty RecurrentReplayBuffer.")
+        # Rejection sampling: only steps without a known successor (at most one per env and per episode
+        # break) are rejected, so a couple of rounds are enough; fall back to enumerating the valid starts.
+        offsets: np.ndarray = np.random.randint(0, n_stored, size=batch_size)
+        env_indices: np.ndarray = np.random.randint(0, self.n_envs, size=batch_size)
+        for _ in range(8):
+            invalid = np.flatnonzero(~self._has_successor(offsets, env_indices))
+            if len(invalid) == 0:
+                break
+            offsets[invalid] = np.random.randint(0, n_stored, size=len(invalid))
+            env_indices[invalid] = np.random.randint(0, self.n_envs, size=len(invalid))
+        else:
+            valid_offsets, valid_envs = self.valid_window_starts()
+            if len(valid_offsets) == 0:
+                raise RuntimeError("No window can be sampled yet: no stored step has a known successor.")
+            choice = np.random.randint(0, len(valid_offsets), size=batch_size)
+            offsets, env_indices = valid_offsets[choice].reshape(-1), valid_envs[choice].reshape(-1)
+        return self._get_samples(offsets, env=env, env_indices=env_indices)
+
+    def _get_samples(  # type: ignore[override]
+        self,
+        batch_inds: np.ndarray,
+        env: VecNormalize | None = None,
+        env_indices: np.ndarray | None = None,
+    ) -> RecurrentReplayBufferSamples:
+        """
+        Build the windows that start at the given steps.
+
+        :param batch_inds: Offsets of the first learning step of each window, counted from the oldest
+            stored step of its column (0 is the oldest)
+        :param env: Associated VecNormalize wrapper
+        :param env_indices: Env column of each window (all zeros if ``None``)
+        :return: The windows, time-major
+        """
+        start_offsets = np.asarray(batch_inds, dtype=np.int64)
+        batch_size = len(start_offsets)
+        if env_indices is None:
+            env_indices = np.zeros(batch_size, dtype=np.int64)
+        n_stored, oldest = self._n_stored(), self._oldest_row()
+        burn_in, seq_len = self.burn_in, self.sequence_length
+
+        start_rows = (oldest + start_offsets) % self.buffer_size
+        start_episode_steps = self.episode_steps[start_rows, env_indices].astype(np.int64)
+        # Burn-in clipped at the episode start and at the oldest stored step
+        burn_in_lengths = np.minimum(np.minimum(burn_in, start_episode_steps), start_offsets)
+
+        # Offsets of every position of the window, time-major: (burn_in + seq_len + 1, batch)
+        steps = np.arange(burn_in + seq_len + 1)[:, None]
+        burn_in_offsets = start_offsets - burn_in_lengths + np.minimum(steps[:burn_in], np.maximum(burn_in_lengths - 1, 0))
+        learning_offsets = start_offsets + steps[: seq_len + 1]
+        offsets = np.concatenate([burn_in_offsets, np.minimum(learning_offsets, n_stored - 1)])
+        rows = (oldest + offsets) % self.buffer_size
+        envs = np.broadcast_to(env_indices, rows.shape)
+
+        # Learning steps: in the window's episode, stored, and with a known successor
+        step_rows, step_envs = rows[burn_in : burn_in + seq_len], envs[burn_in : burn_in + seq_len]
+        k = steps[:seq_len]
+        in_episode = (learning_offsets[:seq_len] < n_stored) & (
+            self.episode_steps[step_rows, step_envs] == start_episode_steps + k
+        )
+        mask = in_episode & self._has_successor(np.minimum(learning_offsets[:seq_len], n_stored - 1), step_envs)
+
+        observations = _map_obs(lambda array: array[rows, envs], self.observations)
+        # After the last step of an episode comes its real final observation
+        episode_ends = mask & self.dones[step_rows, step_envs]
+        end_steps, end_windows = np.nonzero(episode_ends)
+        if len(end_steps) > 0:
+            slots = self.final_observation_slots[step_rows[end_steps, end_windows], env_indices[end_windows]]
+            final_obs = _map_obs(lambda array: array[slots], self.final_observations)
+            _write_obs(observations, (burn_in + end_steps + 1, end_windows), final_obs)
+
+        terminations = self.dones[step_rows, step_envs] & ~self.timeouts[step_rows, step_envs]
+        rewards = self._normalize_reward(self.rewards[step_rows, step_envs], env)
+
+        if self.recurrent_states is not None:
+            first_rows = (oldest + start_offsets - burn_in_lengths) % self.buffer_size
+            # (batch, n_components, n_layers, hidden) -> n_components x (n_layers, batch, hidden)
+            stored = self.recurrent_states[first_rows, env_indices].transpose(1, 2, 0, 3)
+            recurrent_states = tuple(self.to_torch(component) for component in stored)
+        else:
+            recurrent_states = ()
+
+        return RecurrentReplayBufferSamples(
+            observations=self._obs_to_torch(self._normalize_obs(observations, env)),
+            actions=self.to_torch(self.actions[step_rows, step_envs]),
+            rewards=self.to_torch(rewards.astype(np.float32)),
+            terminations=self.to_torch(terminations.astype(np.float32)),
+            mask=self.to_torch(mask.astype(np.float32)),
+            burn_in_lengths=th.as_tensor(burn_in_lengths),
+            recurrent_states=recurrent_states,
+        )
+
+    def _obs_to_torch(self, observations: ObsArray) -> th.Tensor | dict[str, th.Tensor]:
+        if isinstance(observations, dict):
+            return {key: self.to_torch(value) for key, value in observations.items()}
+        return self.to_torch(observations)
+
+    def to_torch(self, array: np.ndarray, copy: bool = True) -> th.Tensor:
+        """
+        Move a sampled array to the device: it is already a fresh copy, so no second copy is made; on CUDA
+        the transfer goes through pinned memory without blocking.
+        """
+        tensor = th.from_numpy(np.ascontiguousarray(array))
+        if self.device.type == "cuda":
+            return tensor.pin_memory().to(self.device, non_blocking=True)
+        return tensor.to(self.device)

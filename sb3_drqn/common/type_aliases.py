@@ -1,0 +1,48 @@
+from typing import NamedTuple
+
+import numpy as np
+import torch as th
+from stable_baselines3.common.type_aliases import TensorDict
+
+# Recurrent state of a policy, one tensor per component: ``(h, c)`` for an LSTM, ``(h,)`` for a GRU,
+# each of shape ``(n_layers, batch, hidden_size)``.
+RecurrentState = tuple[th.Tensor, ...]
+# The same, as NumPy arrays (what ``predict`` returns and accepts).
+NumpyRecurrentState = tuple[np.ndarray, ...]
+
+
+class RecurrentReplayBufferSamples(NamedTuple):
+    """
+    A batch of ``batch_size`` windows sampled from a :class:`~sb3_drqn.common.buffers.RecurrentReplayBuffer`.
+
+    Time comes first (``time, batch, ...``) so that the recurrent layer reads the window in one call.
+    With ``B = burn_in`` and ``L = sequence_length``, the time axis of ``observations`` holds:
+
+    - ``[0, B)``: the burn-in steps, left-aligned: window ``i`` uses the first ``burn_in_lengths[i]``
+      of them, the rest is padding (burn-in is clipped at the episode start and at the oldest stored step);
+    - ``[B, B + L)``: the learning steps;
+    - ``B + L``: the observation after the last learning step (for the bootstrap target).
+
+    Where a learning step ends its episode, the observation that follows it in the window is the real
+    final observation of that episode (so time-limit truncations bootstrap correctly); steps after the end
+    of an episode are masked out.
+
+    :param observations: ``(B + L + 1, batch, *obs_shape)`` (or a dict of such tensors)
+    :param actions: ``(L, batch)`` actions taken at the learning steps
+    :param rewards: ``(L, batch)``
+    :param terminations: ``(L, batch)`` 1.0 where the step ended the episode by termination
+        (no bootstrap); time-limit truncations are 0.0 and bootstrap
+    :param mask: ``(L, batch)`` 1.0 for learning steps that belong to the window's episode
+        and whose successor has been stored
+    :param burn_in_lengths: ``(batch,)`` number of valid burn-in steps of each window (on the CPU)
+    :param recurrent_states: the recurrent state at the first burn-in step of each window,
+        each component ``(n_layers, batch, hidden_size)``
+    """
+
+    observations: th.Tensor | TensorDict
+    actions: th.Tensor
+    rewards: th.Tensor
+    terminations: th.Tensor
+    mask: th.Tensor
+    burn_in_lengths: th.Tensor
+    recurrent_states: RecurrentState

@@ -1,0 +1,648 @@
+import io
+import pathlib
+import pickle
+import warnings
+import zipfile
+from typing import Any, ClassVar, TypeVar
+
+import numpy as np
+import torch as th
+from gymnasium import spaces
+from stable_baselines3.common.buffers import ReplayBuffer
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.noise import ActionNoise
+from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
+from stable_baselines3.common.policies import BasePolicy
+from stable_baselines3.common.save_util import load_from_pkl
+from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, PyTorchObs, Schedule
+from stable_baselines3.common.utils import LinearSchedule, get_parameters_by_name, polyak_update
+from torch.nn import functional as F
+
+from sb3_drqn.common.buffers import RecurrentReplayBuffer
+from sb3_drqn.common.type_aliases import NumpyRecurrentState, RecurrentReplayBufferSamples, RecurrentState
+from sb3_drqn.drqn.policies import CnnLstmPolicy, MlpLstmPolicy, MultiInputLstmPolicy, RecurrentDQNPolicy, RecurrentQNetwork
+
+SelfRecurrentDQN = TypeVar("SelfRecurrentDQN", bound="RecurrentDQN")
+
+RECURRENT_INITS = ("stored", "zero")
+
+
+def _slice_time(obs: PyTorchObs, start: int, end: int | None = None) -> PyTorchObs:
+    """Slice time-major observations (or a dict of them) along time."""
+    if isinstance(obs, dict):
+        return {key: value[start:end] for key, value in obs.items()}
+    return obs[start:end]
+
+
+class RecurrentDQN(OffPolicyAlgorithm):
+    """
+    Deep Recurrent Q-Network (DRQN) with R2D2-style sequence replay: stored recurrent state and burn-in.
+
+    The agent keeps a recurrent state per env while acting and stores it with every step. Learning samples
+    ``batch_size`` windows of ``sequence_length`` consecutive steps of one episode, warms the recurrent state
+    over up to ``burn_in`` earlier steps (without gradient), runs the whole window through the recurrent layer
+    in one call and regresses double-Q targets with a masked Huber loss.
+
+    Paper: DRQN https://arxiv.org/abs/1507.06527, R2D2 https://openreview.net/forum?id=r1lyTjAqYX
+
+    :param policy: The policy model to use (MlpLstmPolicy, CnnLstmPolicy, MultiInputLstmPolicy)
+    :param env: The environment to learn from (if registered in Gym, can be str)
+    :param learning_rate: The learning rate, it can be a function
+        of the current progress remaining (from 1 to 0)
+    :param buffer_size: size of the replay buffer, in steps over all envs
+    :param learning_starts: how many steps of the model to collect transitions for before learning starts
+    :param batch_size: Number of sequences (windows) per gradient update
+    :param tau: the soft update coefficient ("Polyak update", between 0 and 1) default 1 for hard update
+    :param gamma: the discount factor
+    :param train_freq: Update the model every ``train_freq`` steps. Alternatively pass a tuple of frequency and unit
+        like ``(5, "step")`` or ``(2, "episode")``.
+    :param gradient_steps: How many gradient steps to do after each rollout (see ``train_freq``)
+        Set to ``-1`` means to do as many gradient steps as steps done in the environment
+        during the rollout.
+    :param replay_buffer_class: Replay buffer class to use: a subclass of
+        :class:`~sb3_drqn.common.buffers.RecurrentReplayBuffer` (the default when ``None``).
+    :param replay_buffer_kwargs: Keyword arguments to pass to the replay buffer on creation.
+    :param optimize_memory_usage: Must be ``False``: the sequence replay buffer always stores each frame once.
+    :param target_update_interval: update the target network every ``target_update_interval``
+        environment steps.
+    :param exploration_fraction: fraction of entire training period over which the exploration rate is reduced
+    :param exploration_initial_eps: initial value of random action probability
+    :param exploration_final_eps: final value of random action probability
+    :param max_grad_norm: The maximum value for the gradient clipping
+    :param sequence_length: Number of steps of each sampled window that enter the loss (DRQN paper: 10)
+    :param burn_in: Number of steps before each window that only warm the recurrent state, without gradient
+        (R2D2: 40); clipped at the episode start, where the state is exactly zero
+    :param recurrent_init: Recurrent state at the start of each window's burn-in: ``"stored"``, the state the
+        actor had (R2D2), or ``"zero"`` (the DRQN paper's bootstrapped random updates)
+    :param double_q: Use double Q-learning targets: action chosen by the online network, valued by the target
+    :param stats_window_size: Window size for the rollout logging, specifying the number of episodes to average
+        the reported success rate, mean episode length, and mean reward over
+    :param tensorboard_log: the log location for tensorboard (if None, no logging)
+    :param policy_kwargs: additional arguments to be passed to the policy on creation
+        (``lstm_hidden_size``, ``n_lstm_layers``, ``rnn_type``, ``net_arch``, features extractor arguments)
+    :param verbose: Verbosity level: 0 for no output, 1 for info messages (such as device or wrappers used), 2 for
+        debug messages
+    :param seed: Seed for the pseudo random generators
+    :param device: Device (cpu, cuda, ...) on which the code should be run.
+        Setting it to auto, the code will be run on the GPU if possible.
+    :param _init_setup_model: Whether or not to build the network at the creation of the instance
+    """
+
+    policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {
+        "MlpLstmPolicy": MlpLstmPolicy,
+        "CnnLstmPolicy": CnnLstmPolicy,
+        "MultiInputLstmPolicy": MultiInputLstmPolicy,
+    }
+    # Linear schedule will be defined in `_setup_model()`
+    exploration_schedule: Schedule
+    q_net: RecurrentQNetwork
+    q_net_target: RecurrentQNetwork
+    policy: RecurrentDQNPolicy
+    replay_buffer: RecurrentReplayBuffer  # type: ignore[assignment]
+
+    def __init__(
+        self,
+        policy: str | type[RecurrentDQNPolicy],
+        env: GymEnv | str,
+        learning_rate: float | Schedule = 1e-4,
+        buffer_size: int = 1_000_000,  # 1e6
+        learning_starts: int = 100,
+        batch_size: int = 32,
+        tau: float = 1.0,
+        gamma: float = 0.99,
+        train_freq: int | tuple[int, str] = 4,
+        gradient_steps: int = 1,
+        replay_buffer_class: type[RecurrentReplayBuffer] | None = None,
+        replay_buffer_kwargs: dict[str, Any] | None = None,
+        optimize_memory_usage: bool = False,
+        target_update_interval: int = 10000,
+        exploration_fraction: float = 0.1,
+        exploration_initial_eps: float = 1.0,
+        exploration_final_eps: float = 0.05,
+        max_grad_norm: float = 10,
+        sequence_length: int = 10,
+        burn_in: int = 0,
+        recurrent_init: str = "stored",
+        double_q: bool = True,
+        stats_window_size: int = 100,
+        tensorboard_log: str | None = None,
+        policy_kwargs: dict[str, Any] | None = None,
+        verbose: int = 0,
+        seed: int | None = None,
+        device: th.device | str = "auto",
+        _init_setup_model: bool = True,
+    ) -> None:
+        self._check_hyperparameters(
+            batch_size=batch_size,
+            buffer_size=buffer_size,
+            sequence_length=sequence_length,
+            burn_in=burn_in,
+            recurrent_init=recurrent_init,
+            optimize_memory_usage=optimize_memory_usage,
+            replay_buffer_class=replay_buffer_class,
+            gamma=gamma,
+            tau=tau,
+            target_update_interval=target_update_interval,
+            exploration_fraction=exploration_fraction,
+            exploration_initial_eps=exploration_initial_eps,
+            exploration_final_eps=exploration_final_eps,
+        )
+        super().__init__(
+            policy,
+            env,
+            learning_rate,
+            buffer_size,
+            learning_starts,
+            batch_size,
+            tau,
+            gamma,
+            train_freq,
+            gradient_steps,
+            action_noise=None,  # No action noise
+            replay_buffer_class=replay_buffer_class,
+            replay_buffer_kwargs=replay_buffer_kwargs,
+            optimize_memory_usage=False,
+            policy_kwargs=policy_kwargs,
+            stats_window_size=stats_window_size,
+            tensorboard_log=tensorboard_log,
+            verbose=verbose,
+            device=device,
+            seed=seed,
+            sde_support=False,
+            # Checked below, with a ValueError that names the problem
+            supported_action_spaces=None,
+            support_multi_env=True,
+        )
+
+        self.exploration_initial_eps = exploration_initial_eps
+        self.exploration_final_eps = exploration_final_eps
+        self.exploration_fraction = exploration_fraction
+        self.target_update_interval = target_update_interval
+        # For updating the target network with multiple envs:
+        self._n_calls = 0
+        self.max_grad_norm = max_grad_norm
+        self.sequence_length = sequence_length
+        self.burn_in = burn_in
+        self.recurrent_init = recurrent_init
+        self.double_q = double_q
+        # "epsilon" for the epsilon-greedy exploration
+        self.exploration_rate = 0.0
+        # Recurrent state of the actor, one per env, and the state it had before the current step
+        self._last_recurrent_state: NumpyRecurrentState | None = None
+        self._recurrent_state_before_step: NumpyRecurrentState | None = None
+
+        if env is not None:
+            self._check_env_compatibility(self.action_space, self.n_envs)
+
+        if _init_setup_model:
+            self._setup_model()
+
+    @staticmethod
+    def _check_hyperparameters(**kwargs: Any) -> None:
+        """Raise a ValueError naming the first invalid hyper-parameter."""
+
+        def require(condition: bool, name: str, expected: str) -> None:
+            if not condition:
+                raise ValueError(f"{name} must be {expected}, got {kwargs[name]!r}.")
+
+        def is_int(value: Any) -> bool:
+            return isinstance(value, int | np.integer) and not isinstance(value, bool)
+
+        require(is_int(kwargs["batch_size"]) and kwargs["batch_size"] >= 1, "batch_size", "an integer >= 1 (sequences)")
+        require(is_int(kwargs["buffer_size"]) and kwargs["buffer_size"] >= 1, "buffer_size", "an integer >= 1")
+        require(is_int(kwargs["sequence_length"]) and kwargs["sequence_length"] >= 1, "sequence_length", "an integer >= 1")
+        require(is_int(kwargs["burn_in"]) and kwargs["burn_in"] >= 0, "burn_in", "an integer >= 0")
+        require(kwargs["recurrent_init"] in RECURRENT_INITS, "recurrent_init", f"one of {RECURRENT_INITS}")
+        if kwargs["optimize_memory_usage"]:
+            raise ValueError(
+                "optimize_memory_usage=True is not supported and not needed: RecurrentDQN's sequence replay buffer "
+                "always stores each frame once."
+            )
+        buffer_class = kwargs["replay_buffer_class"]
+        require(
+            buffer_class is None or (isinstance(buffer_class, type) and issubclass(buffer_class, RecurrentReplayBuffer)),
+            "replay_buffer_class",
+            "None or a subclass of RecurrentReplayBuffer",
+        )
+        require(0.0 <= kwargs["gamma"] <= 1.0, "gamma", "in [0, 1]")
+        require(0.0 < kwargs["tau"] <= 1.0, "tau", "in (0, 1]")
+        require(
+            is_int(kwargs["target_update_interval"]) and kwargs["target_update_interval"] >= 1,
+            "target_update_interval",
+            "an integer >= 1",
+        )
+        for name in ("exploration_fraction", "exploration_initial_eps", "exploration_final_eps"):
+            require(0.0 <= kwargs[name] <= 1.0, name, "in [0, 1]")
+
+    def _check_env_compatibility(self, action_space: spaces.Space, n_envs: int) -> None:
+        if not isinstance(action_space, spaces.Discrete):
+            raise ValueError(
+                f"RecurrentDQN supports only Discrete action spaces (the env's action space), got {action_space}."
+            )
+        rows = self.buffer_size // n_envs
+        if rows < self.sequence_length + self.burn_in + 1:
+            raise ValueError(
+                f"buffer_size={self.buffer_size} is too small to hold one sequence: with n_envs={n_envs}, each env keeps "
+                f"{rows} steps, fewer than burn_in + sequence_length + 1 = {self.sequence_length + self.burn_in + 1}."
+            )
+
+    def _setup_model(self) -> None:
+        self._check_env_compatibility(self.action_space, self.n_envs)
+        self._setup_lr_schedule()
+        self.set_random_seed(self.seed)
+
+        policy = self.policy_class(
+            self.observation_space,
+            self.action_space,
+            self.lr_schedule,
+            **self.policy_kwargs,
+        )
+        if not isinstance(policy, RecurrentDQNPolicy):
+            raise ValueError(f"policy must be a RecurrentDQNPolicy (e.g. 'MlpLstmPolicy'), got {self.policy_class}.")
+        self.policy = policy.to(self.device)
+
+        if self.replay_buffer_class is None:
+            self.replay_buffer_class = RecurrentReplayBuffer
+        if self.replay_buffer is None:
+            self.replay_buffer = self.replay_buffer_class(  # type: ignore[call-arg]
+                self.buffer_size,
+                self.observation_space,
+                self.action_space,
+                device=self.device,
+                n_envs=self.n_envs,
+                sequence_length=self.sequence_length,
+                burn_in=self.burn_in,
+                recurrent_state_shape=self.policy.recurrent_state_shape if self.recurrent_init == "stored" else None,
+                **self.replay_buffer_kwargs,
+            )
+
+        # Convert train freq parameter to TrainFreq object
+        self._convert_train_freq()
+        self._create_aliases()
+        # Copy running stats, see GH issue #996
+        self.batch_norm_stats = get_parameters_by_name(self.q_net, ["running_"])
+        self.batch_norm_stats_target = get_parameters_by_name(self.q_net_target, ["running_"])
+        self.exploration_schedule = LinearSchedule(
+            self.exploration_initial_eps,
+            self.exploration_final_eps,
+            self.exploration_fraction,
+        )
+        if not self._recurrent_state_matches(self._last_recurrent_state, self.n_envs):
+            self._last_recurrent_state = self._zero_recurrent_state(self.n_envs)
+
+        if self.n_envs > 1 and self.n_envs > self.target_update_interval:
+            warnings.warn(
+                "The number of environments used is greater than the target network "
+                f"update interval ({self.n_envs} > {self.target_update_interval}), "
+                "therefore the target network will be updated after each call to env.step() "
+                f"which corresponds to {self.n_envs} steps."
+            )
+
+    def _create_aliases(self) -> None:
+        self.q_net = self.policy.q_net
+        self.q_net_target = self.policy.q_net_target
+
+    def _zero_recurrent_state(self, n_envs: int) -> NumpyRecurrentState:
+        n_components, n_layers, hidden_size = self.policy.recurrent_state_shape
+        return tuple(np.zeros((n_layers, n_envs, hidden_size), dtype=np.float32) for _ in range(n_components))
+
+    def _recurrent_state_matches(self, state: NumpyRecurrentState | None, n_envs: int) -> bool:
+        if state is None:
+            return False
+        n_components, n_layers, hidden_size = self.policy.recurrent_state_shape
+        return len(state) == n_components and all(c.shape == (n_layers, n_envs, hidden_size) for c in state)
+
+    def set_env(self, env: GymEnv, force_reset: bool = True) -> None:
+        """
+        Checks the validity of the environment, and if it is coherent, set it as the current environment.
+        The number of envs must match the replay buffer's columns.
+
+        :param env: The environment for learning a policy
+        :param force_reset: Force call to ``reset()`` before training
+            to avoid unexpected behavior.
+            See issue https://github.com/DLR-RM/stable-baselines3/issues/597
+        """
+        wrapped = self._wrap_env(env, self.verbose)
+        if self.replay_buffer is not None and wrapped.num_envs != self.replay_buffer.n_envs:
+            raise ValueError(
+                f"The new env has {wrapped.num_envs} envs but the replay buffer was built for "
+                f"n_envs={self.replay_buffer.n_envs}; use the same number of envs."
+            )
+        super().set_env(wrapped, force_reset=force_reset)
+
+    def _setup_learn(
+        self,
+        total_timesteps: int,
+        callback: MaybeCallback = None,
+        reset_num_timesteps: bool = True,
+        tb_log_name: str = "run",
+        progress_bar: bool = False,
+    ) -> tuple[int, BaseCallback]:
+        env_will_reset = reset_num_timesteps or self._last_obs is None
+        total_timesteps, callback = super()._setup_learn(
+            total_timesteps, callback, reset_num_timesteps, tb_log_name, progress_bar
+        )
+        if env_will_reset or not self._recurrent_state_matches(self._last_recurrent_state, self.n_envs):
+            # A new episode starts in every env: zero state, and no window may join it to the previous one
+            self._last_recurrent_state = self._zero_recurrent_state(self.n_envs)
+            if self.replay_buffer is not None:
+                self.replay_buffer.mark_episode_break()
+        return total_timesteps, callback
+
+    def _on_step(self) -> None:
+        """
+        Update the exploration rate and target network if needed.
+        This method is called in ``collect_rollouts()`` after each step in the environment.
+        """
+        self._n_calls += 1
+        # Account for multiple environments
+        # each call to step() corresponds to n_envs transitions
+        if self._n_calls % max(self.target_update_interval // self.n_envs, 1) == 0:
+            polyak_update(self.q_net.parameters(), self.q_net_target.parameters(), self.tau)
+            # Copy running stats, see GH issue #996
+            polyak_update(self.batch_norm_stats, self.batch_norm_stats_target, 1.0)
+
+        self.exploration_rate = self.exploration_schedule(self._current_progress_remaining)
+        self.logger.record("rollout/exploration_rate", self.exploration_rate)
+
+    def _sample_action(
+        self,
+        learning_starts: int,
+        action_noise: ActionNoise | None = None,
+        n_envs: int = 1,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """
+        Epsilon-greedy actions per env. The recurrent state advances on every step, also during warm-up and
+        when a random action is taken; the state before the step is kept for the replay buffer.
+
+        :param learning_starts: Number of steps before learning for the warm-up phase (random actions).
+        :param action_noise: Unused (no action noise for DQN)
+        :param n_envs: Number of envs
+        :return: The actions to take, twice (actions to execute, actions to store)
+        """
+        assert self._last_obs is not None, "self._last_obs was not set"
+        greedy_actions, next_state = self.policy.predict(self._last_obs, self._last_recurrent_state)
+        self._recurrent_state_before_step = self._last_recurrent_state
+        self._last_recurrent_state = next_state
+        if self.num_timesteps < learning_starts:
+            explore = np.ones(n_envs, dtype=bool)
+        else:
+            explore = np.random.rand(n_envs) < self.exploration_rate
+        actions = np.asarray(greedy_actions).reshape(n_envs).copy()
+        for env_idx in np.flatnonzero(explore):
+            actions[env_idx] = self.action_space.sample()
+        return actions, actions
+
+    def _store_transition(
+        self,
+        replay_buffer: ReplayBuffer,
+        buffer_action: np.ndarray,
+        new_obs: np.ndarray | dict[str, np.ndarray],
+        reward: np.ndarray,
+        dones: np.ndarray,
+        infos: list[dict[str, Any]],
+    ) -> None:
+        """
+        Store the step with the actor's recurrent state before it, keeping the real final observation of
+        episodes that end, then reset the recurrent state of those envs.
+
+        :param replay_buffer: Replay buffer object where to store the transition.
+        :param buffer_action: Actions taken
+        :param new_obs: next observation in the current episode
+            or first observation of the episode (when dones is True)
+        :param reward: reward for the current transition
+        :param dones: Termination signal
+        :param infos: List of additional information about the transition.
+            It may contain the terminal observations and information about timeout.
+        """
+        assert isinstance(replay_buffer, RecurrentReplayBuffer)
+        # Store only the unnormalized version
+        if self._vec_normalize_env is not None:
+            new_obs_ = self._vec_normalize_env.get_original_obs()
+            reward_ = self._vec_normalize_env.get_original_reward()
+        else:
+            self._last_original_obs, new_obs_, reward_ = self._last_obs, new_obs, reward
+
+        # Only the real final observations of the envs that are done are read from next_obs
+        next_obs = {key: value.copy() for key, value in new_obs_.items()} if isinstance(new_obs_, dict) else new_obs_.copy()
+        for env_idx in np.flatnonzero(dones):
+            final_obs = infos[env_idx].get("terminal_observation")
+            if final_obs is None:
+                continue
+            if self._vec_normalize_env is not None:
+                final_obs = self._vec_normalize_env.unnormalize_obs(final_obs)
+            if isinstance(next_obs, dict):
+                for key in next_obs:
+                    next_obs[key][env_idx] = final_obs[key]
+            else:
+                next_obs[env_idx] = final_obs
+
+        replay_buffer.add(
+            self._last_original_obs,  # type: ignore[arg-type]
+            next_obs,
+            buffer_action,
+            reward_,
+            dones,
+            infos,
+            recurrent_state=self._recurrent_state_before_step,
+        )
+
+        self._last_obs = new_obs  # type: ignore[assignment]
+        if self._vec_normalize_env is not None:
+            self._last_original_obs = new_obs_  # type: ignore[assignment]
+        # The next observation of a done env starts a new episode
+        if self._last_recurrent_state is not None and np.any(dones):
+            done_envs = np.asarray(dones, dtype=bool)
+            keep = ~done_envs[None, :, None]
+            self._last_recurrent_state = tuple(component * keep for component in self._last_recurrent_state)
+
+    def _initial_window_state(self, replay_data: RecurrentReplayBufferSamples) -> RecurrentState:
+        if self.recurrent_init == "stored" and len(replay_data.recurrent_states) > 0:
+            return replay_data.recurrent_states
+        return self.q_net.initial_state(replay_data.actions.shape[1])
+
+    def _compute_loss(self, replay_data: RecurrentReplayBufferSamples) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
+        """
+        Masked Huber loss of a batch of windows.
+
+        :param replay_data: Windows sampled from the replay buffer
+        :return: The loss, the Q-values of the taken actions at the learning steps ``(L, batch)``
+            and the targets ``(L, batch)``
+        """
+        seq_len = replay_data.actions.shape[0]
+        n_burn_in = (
+            (
+                next(iter(replay_data.observations.values())).shape[0]
+                if isinstance(replay_data.observations, dict)
+                else replay_data.observations.shape[0]
+            )
+            - seq_len
+            - 1
+        )
+        initial_state = self._initial_window_state(replay_data)
+        learning_obs = _slice_time(replay_data.observations, n_burn_in)
+
+        with th.no_grad():
+            # Target network: burn-in, then the learning steps and the step after them
+            target_features = self.q_net_target.extract_sequence_features(replay_data.observations)
+            target_state = self.q_net_target.burn_in(target_features[:n_burn_in], initial_state, replay_data.burn_in_lengths)
+            target_q_values, _ = self.q_net_target.q_values_from_features(target_features[n_burn_in:], target_state)
+            # Online network burn-in: warms the state only, no gradient
+            online_state = initial_state
+            if n_burn_in > 0:
+                burn_in_features = self.q_net.extract_sequence_features(_slice_time(replay_data.observations, 0, n_burn_in))
+                online_state = self.q_net.burn_in(burn_in_features, initial_state, replay_data.burn_in_lengths)
+
+        # The whole window goes through the recurrent layer in one call: (L + 1, batch, n_actions)
+        learning_features = self.q_net.extract_sequence_features(learning_obs)
+        q_values, _ = self.q_net.q_values_from_features(learning_features, online_state)
+
+        with th.no_grad():
+            if self.double_q:
+                next_actions = q_values[1:].argmax(dim=-1, keepdim=True)
+                next_q_values = th.gather(target_q_values[1:], dim=-1, index=next_actions).squeeze(-1)
+            else:
+                next_q_values = target_q_values[1:].max(dim=-1).values
+            target = replay_data.rewards + (1.0 - replay_data.terminations) * self.gamma * next_q_values
+
+        current_q_values = th.gather(q_values[:-1], dim=-1, index=replay_data.actions.long().unsqueeze(-1)).squeeze(-1)
+        per_step_loss = F.smooth_l1_loss(current_q_values, target, reduction="none")
+        loss = (per_step_loss * replay_data.mask).sum() / replay_data.mask.sum().clamp(min=1.0)
+        return loss, current_q_values, target
+
+    def train(self, gradient_steps: int, batch_size: int = 32) -> None:
+        # Switch to train mode (this affects batch norm / dropout)
+        self.policy.set_training_mode(True)
+        # Update learning rate according to schedule
+        self._update_learning_rate(self.policy.optimizer)
+
+        losses, q_means, valid_fractions = [], [], []
+        for _ in range(gradient_steps):
+            replay_data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)
+            loss, current_q_values, _ = self._compute_loss(replay_data)
+
+            self.policy.optimizer.zero_grad()
+            loss.backward()
+            # Clip gradient norm
+            th.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
+            self.policy.optimizer.step()
+
+            with th.no_grad():
+                n_valid = replay_data.mask.sum()
+                losses.append(loss.item())
+                q_means.append(((current_q_values * replay_data.mask).sum() / n_valid.clamp(min=1.0)).item())
+                valid_fractions.append((n_valid / replay_data.mask.numel()).item())
+
+        # Increase update counter
+        self._n_updates += gradient_steps
+
+        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
+        self.logger.record("train/loss", np.mean(losses))
+        self.logger.record("train/q_mean", np.mean(q_means))
+        self.logger.record("train/valid_step_fraction", np.mean(valid_fractions))
+
+    def predict(  # type: ignore[override]
+        self,
+        observation: np.ndarray | dict[str, np.ndarray],
+        state: NumpyRecurrentState | None = None,
+        episode_start: np.ndarray | None = None,
+        deterministic: bool = False,
+    ) -> tuple[np.ndarray, NumpyRecurrentState]:
+        """
+        Get the action from an observation and the recurrent state (RecurrentPPO's contract), epsilon-greedy
+        with the current exploration rate unless ``deterministic``. The state advances on every call, whichever
+        action is taken. The training-time state is never touched.
+
+        :param observation: the input observation, ``(n_envs, *obs_shape)`` or a single one
+        :param state: The state returned by the previous call (each component ``(n_layers, n_envs, hidden_size)``),
+            ``None`` for zeros
+        :param episode_start: ``(n_envs,)``: where True, that env's state is reset before the step
+        :param deterministic: Whether to take greedy actions, or epsilon-greedy ones
+        :return: the model's actions and the next recurrent state
+        """
+        actions, next_state = self.policy.predict(observation, state, episode_start, deterministic)
+        if not deterministic and self.exploration_rate > 0:
+            flat_actions = np.array(actions).reshape(-1)
+            for env_idx in np.flatnonzero(np.random.rand(len(flat_actions)) < self.exploration_rate):
+                flat_actions[env_idx] = self.action_space.sample()
+            actions = flat_actions.reshape(np.shape(actions))
+        return actions, next_state
+
+    def learn(
+        self: SelfRecurrentDQN,
+        total_timesteps: int,
+        callback: MaybeCallback = None,
+        log_interval: int = 4,
+        tb_log_name: str = "RecurrentDQN",
+        reset_num_timesteps: bool = True,
+        progress_bar: bool = False,
+    ) -> SelfRecurrentDQN:
+        return super().learn(
+            total_timesteps=total_timesteps,
+            callback=callback,
+            log_interval=log_interval,
+            tb_log_name=tb_log_name,
+            reset_num_timesteps=reset_num_timesteps,
+            progress_bar=progress_bar,
+        )
+
+    def load_replay_buffer(
+        self,
+        path: str | pathlib.Path | io.BufferedIOBase,
+        truncate_last_traj: bool = True,
+    ) -> None:
+        """
+        Load a replay buffer saved by :meth:`save_replay_buffer`. The file is checked before anything changes:
+        a file that cannot be read, or a buffer that does not fit this model, raises a ValueError and the
+        current buffer stays in place.
+
+        :param path: Path to the pickled replay buffer.
+        :param truncate_last_traj: Unused (only meaningful for ``HerReplayBuffer``); the env is reset when
+            training starts again after loading a model, and the buffer keeps the last episode's steps apart.
+        """
+        try:
+            buffer = load_from_pkl(path, self.verbose)
+        except (
+            pickle.UnpicklingError,
+            EOFError,
+            zipfile.BadZipFile,
+            AttributeError,
+            ImportError,
+            IndexError,
+            ValueError,
+        ) as error:  # noqa: E501
+            raise ValueError(f"Could not read a replay buffer from {path!r}: {error}") from error
+        if not isinstance(buffer, RecurrentReplayBuffer):
+            raise ValueError(
+                f"The replay buffer in {path!r} is a {type(buffer).__name__}, not a RecurrentReplayBuffer "
+                "(saved by another algorithm?)."
+            )
+        problems = []
+        if buffer.observation_space != self.observation_space:
+            problems.append(f"observation space {buffer.observation_space} != {self.observation_space}")
+        if buffer.action_space != self.action_space:
+            problems.append(f"action space {buffer.action_space} != {self.action_space}")
+        if buffer.n_envs != self.n_envs:
+            problems.append(f"n_envs {buffer.n_envs} != {self.n_envs}")
+        if buffer.buffer_size < self.sequence_length + 1:
+            problems.append(f"{buffer.buffer_size} steps per env cannot hold a window of {self.sequence_length + 1}")
+        if self.recurrent_init == "stored" and buffer.recurrent_state_shape != self.policy.recurrent_state_shape:
+            problems.append(
+                f"stored recurrent state shape {buffer.recurrent_state_shape} "
+                f"!= the policy's {self.policy.recurrent_state_shape}"
+            )
+        if problems:
+            raise ValueError(f"The replay buffer in {path!r} does not fit this model: " + "; ".join(problems) + ".")
+        # Sampling settings are the model's, and so is the device
+        buffer.sequence_length = self.sequence_length
+        buffer.burn_in = self.burn_in
+        buffer.device = self.device
+        self.replay_buffer = buffer
+
+    def _excluded_save_params(self) -> list[str]:
+        return [*super()._excluded_save_params(), "q_net", "q_net_target", "_recurrent_state_before_step"]
+
+    def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
+        state_dicts = ["policy", "policy.optimizer"]
+
+        return state_dicts, []

@@ -1,0 +1,456 @@
+import itertools
+from typing import Any
+
+import numpy as np
+import torch as th
+from gymnasium import spaces
+from stable_baselines3.common.policies import BasePolicy
+from stable_baselines3.common.torch_layers import (
+    BaseFeaturesExtractor,
+    CombinedExtractor,
+    FlattenExtractor,
+    NatureCNN,
+    create_mlp,
+)
+from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
+from torch import nn
+
+from sb3_drqn.common.type_aliases import NumpyRecurrentState, RecurrentState
+
+RNN_TYPES = {"lstm": nn.LSTM, "gru": nn.GRU}
+
+
+class RecurrentQNetwork(BasePolicy):
+    """
+    Recurrent action-value network: features extractor, recurrent layer (LSTM or GRU), then an MLP head.
+
+    Sequences are time-major (``time, batch, ...``) and the recurrent state is a tuple with one tensor per
+    component (``(h, c)`` for an LSTM, ``(h,)`` for a GRU), each ``(n_layers, batch, hidden_size)``.
+
+    :param observation_space: Observation space
+    :param action_space: Action space
+    :param features_extractor: Network to extract features
+    :param features_dim: Number of features
+    :param lstm_hidden_size: Number of units of the recurrent layer
+    :param n_lstm_layers: Number of recurrent layers
+    :param rnn_type: ``"lstm"`` or ``"gru"``
+    :param net_arch: Layers of the MLP head after the recurrent layer
+    :param activation_fn: Activation function of the head
+    :param normalize_images: Whether to normalize images or not, dividing by 255.0 (True by default)
+    """
+
+    action_space: spaces.Discrete
+
+    def __init__(
+        self,
+        observation_space: spaces.Space,
+        action_space: spaces.Discrete,
+        features_extractor: BaseFeaturesExtractor,
+        features_dim: int,
+        lstm_hidden_size: int = 128,
+        n_lstm_layers: int = 1,
+        rnn_type: str = "lstm",
+        net_arch: list[int] | None = None,
+        activation_fn: type[nn.Module] = nn.ReLU,
+        normalize_images: bool = True,
+    ) -> None:
+        super().__init__(
+            observation_space,
+            action_space,
+            features_extractor=features_extractor,
+            normalize_images=normalize_images,
+        )
+        if net_arch is None:
+            net_arch = []
+        self.net_arch = net_arch
+        self.activation_fn = activation_fn
+        self.features_dim = features_dim
+        self.lstm_hidden_size = lstm_hidden_size
+        self.n_lstm_layers = n_lstm_layers
+        self.rnn_type = rnn_type
+        self.rnn = RNN_TYPES[rnn_type](features_dim, lstm_hidden_size, num_layers=n_lstm_layers)
+        self.q_net = nn.Sequential(*create_mlp(lstm_hidden_size, int(self.action_space.n), net_arch, activation_fn))
+
+    @property
+    def n_state_components(self) -> int:
+        """2 for an LSTM (``h``, ``c``), 1 for a GRU (``h``)."""
+        return 2 if self.rnn_type == "lstm" else 1
+
+    def initial_state(self, n_envs: int) -> RecurrentState:
+        """
+        :param n_envs: Batch size
+        :return: The zero recurrent state
+        """
+        zeros = th.zeros(self.n_lstm_layers, n_envs, self.lstm_hidden_size, device=self.device)
+        return tuple(zeros.clone() for _ in range(self.n_state_components))
+
+    def _run_rnn(self, features: th.Tensor | nn.utils.rnn.PackedSequence, state: RecurrentState) -> tuple[Any, RecurrentState]:
+        if self.rnn_type == "lstm":
+            output, (hidden, cell) = self.rnn(features, (state[0].contiguous(), state[1].contiguous()))
+            return output, (hidden, cell)
+        output, hidden = self.rnn(features, state[0].contiguous())
+        return output, (hidden,)
+
+    def extract_sequence_features(self, obs: PyTorchObs) -> th.Tensor:
+        """
+        Run the features extractor over every step of a batch of sequences in one call.
+
+        :param obs: Time-major observations ``(time, batch, *obs_shape)`` (or a dict of them)
+        :return: Features ``(time, batch, features_dim)``
+        """
+        if isinstance(obs, dict):
+            leading = next(iter(obs.values())).shape[:2]
+            flat_obs: PyTorchObs = {key: value.flatten(0, 1) for key, value in obs.items()}
+        else:
+            leading = obs.shape[:2]
+            flat_obs = obs.flatten(0, 1)
+        features = self.extract_features(flat_obs, self.features_extractor)
+        return features.reshape(*leading, -1)
+
+    def q_values_from_features(self, features: th.Tensor, state: RecurrentState) -> tuple[th.Tensor, RecurrentState]:
+        """
+        Q-values of a batch of sequences that contain no episode start after their first step:
+        the whole sequence goes through the recurrent layer in one call.
+
+        :param features: ``(time, batch, features_dim)``
+        :param state: Recurrent state before the first step
+        :return: Q-values ``(time, batch, n_actions)`` and the state after the last step
+        """
+        output, state = self._run_rnn(features, state)
+        return self.q_net(output), state
+
+    def burn_in(self, features: th.Tensor, state: RecurrentState, lengths: th.Tensor) -> RecurrentState:
+        """
+        Advance the recurrent state over left-aligned burn-in steps of different lengths, in one call.
+
+        :param features: ``(max_burn_in, batch, features_dim)``; sequence ``i`` uses its first ``lengths[i]`` steps
+        :param state: Recurrent state before the first burn-in step
+        :param lengths: ``(batch,)`` number of burn-in steps of each sequence (may be 0), on the CPU
+        :return: The state after each sequence's burn-in
+        """
+        if features.shape[0] == 0 or not bool((lengths > 0).any()):
+            return state
+        packed = nn.utils.rnn.pack_padded_sequence(features, lengths.clamp(min=1).cpu(), enforce_sorted=False)
+        _, new_state = self._run_rnn(packed, state)
+        has_burn_in = (lengths > 0).to(self.device).view(1, -1, 1)
+        return tuple(th.where(has_burn_in, new, old) for new, old in zip(new_state, state, strict=True))
+
+    def forward(self, obs: PyTorchObs, state: RecurrentState, episode_starts: th.Tensor) -> tuple[th.Tensor, RecurrentState]:
+        """
+        Q-values of a batch of sequences, resetting the state where an episode starts.
+
+        The sequence is cut at the steps where some episode starts, and each piece goes through the
+        recurrent layer in one call (a single call when no episode starts after the first step).
+
+        :param obs: Time-major observations ``(time, batch, *obs_shape)``, or one step ``(batch, *obs_shape)``
+        :param state: Recurrent state before the first step
+        :param episode_starts: ``(time, batch)`` (or ``(batch,)`` for one step): 1 where a new episode starts,
+            the state is reset to zeros before that step
+        :return: Q-values ``(time, batch, n_actions)`` (or ``(batch, n_actions)``) and the final state
+        """
+        single_step = episode_starts.dim() == 1
+        if single_step:
+            obs = {key: value.unsqueeze(0) for key, value in obs.items()} if isinstance(obs, dict) else obs.unsqueeze(0)
+            episode_starts = episode_starts.unsqueeze(0)
+        features = self.extract_sequence_features(obs)
+        episode_starts = episode_starts.to(features.dtype)
+        # Cut points: the first step, and every later step where an env starts an episode
+        later_starts = th.nonzero(episode_starts[1:].any(dim=1)).flatten() + 1
+        cuts = [0, *later_starts.tolist(), features.shape[0]]
+        q_values = []
+        for begin, end in itertools.pairwise(cuts):
+            keep = (1.0 - episode_starts[begin]).view(1, -1, 1)
+            state = tuple(component * keep for component in state)
+            q_piece, state = self.q_values_from_features(features[begin:end], state)
+            q_values.append(q_piece)
+        q = th.cat(q_values)
+        return (q[0] if single_step else q), state
+
+    def _predict(self, observation: PyTorchObs, deterministic: bool = True) -> th.Tensor:
+        """
+        Greedy actions from the zero state, as if each observation started an episode. Use
+        :meth:`RecurrentDQNPolicy.predict` with a state to act with memory.
+        """
+        n_envs = next(iter(observation.values())).shape[0] if isinstance(observation, dict) else observation.shape[0]
+        starts = th.ones(n_envs, device=self.device)
+        q_values, _ = self(observation, self.initial_state(n_envs), starts)
+        return q_values.argmax(dim=-1).reshape(-1)
+
+    def _get_constructor_parameters(self) -> dict[str, Any]:
+        data = super()._get_constructor_parameters()
+        data.update(
+            dict(
+                net_arch=self.net_arch,
+                features_dim=self.features_dim,
+                lstm_hidden_size=self.lstm_hidden_size,
+                n_lstm_layers=self.n_lstm_layers,
+                rnn_type=self.rnn_type,
+                activation_fn=self.activation_fn,
+                features_extractor=self.features_extractor,
+            )
+        )
+        return data
+
+
+class RecurrentDQNPolicy(BasePolicy):
+    """
+    Policy class with a recurrent Q-network and its target network, for RecurrentDQN.
+
+    :param observation_space: Observation space
+    :param action_space: Action space
+    :param lr_schedule: Learning rate schedule (could be constant)
+    :param lstm_hidden_size: Number of units of the recurrent layer
+    :param n_lstm_layers: Number of recurrent layers
+    :param rnn_type: ``"lstm"`` (default) or ``"gru"``
+    :param net_arch: Layers of the MLP head after the recurrent layer (none by default: the recurrent
+        layer feeds a linear Q-value layer, as in the DRQN paper)
+    :param activation_fn: Activation function
+    :param features_extractor_class: Features extractor to use.
+    :param features_extractor_kwargs: Keyword arguments to pass to the features extractor.
+    :param normalize_images: Whether to normalize images or not, dividing by 255.0 (True by default)
+    :param optimizer_class: The optimizer to use, ``th.optim.Adam`` by default
+    :param optimizer_kwargs: Additional keyword arguments, excluding the learning rate, to pass to the optimizer
+    """
+
+    q_net: RecurrentQNetwork
+    q_net_target: RecurrentQNetwork
+
+    def __init__(
+        self,
+        observation_space: spaces.Space,
+        action_space: spaces.Discrete,
+        lr_schedule: Schedule,
+        lstm_hidden_size: int = 128,
+        n_lstm_layers: int = 1,
+        rnn_type: str = "lstm",
+        net_arch: list[int] | None = None,
+        activation_fn: type[nn.Module] = nn.ReLU,
+        features_extractor_class: type[BaseFeaturesExtractor] = FlattenExtractor,
+        features_extractor_kwargs: dict[str, Any] | None = None,
+        normalize_images: bool = True,
+        optimizer_class: type[th.optim.Optimizer] = th.optim.Adam,
+        optimizer_kwargs: dict[str, Any] | None = None,
+    ) -> None:
+        if rnn_type not in RNN_TYPES:
+            raise ValueError(f"rnn_type must be one of {sorted(RNN_TYPES)}, got {rnn_type!r}.")
+        for name, value in (("lstm_hidden_size", lstm_hidden_size), ("n_lstm_layers", n_lstm_layers)):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+        super().__init__(
+            observation_space,
+            action_space,
+            features_extractor_class,
+            features_extractor_kwargs,
+            optimizer_class=optimizer_class,
+            optimizer_kwargs=optimizer_kwargs,
+            normalize_images=normalize_images,
+        )
+        self.net_arch = [] if net_arch is None else net_arch
+        self.activation_fn = activation_fn
+        self.lstm_hidden_size = lstm_hidden_size
+        self.n_lstm_layers = n_lstm_layers
+        self.rnn_type = rnn_type
+        self.net_args = {
+            "observation_space": self.observation_space,
+            "action_space": self.action_space,
+            "lstm_hidden_size": lstm_hidden_size,
+            "n_lstm_layers": n_lstm_layers,
+            "rnn_type": rnn_type,
+            "net_arch": self.net_arch,
+            "activation_fn": self.activation_fn,
+            "normalize_images": normalize_images,
+        }
+        self._build(lr_schedule)
+
+    def _build(self, lr_schedule: Schedule) -> None:
+        """
+        Create the network, its target and the optimizer.
+
+        :param lr_schedule: Learning rate schedule; ``lr_schedule(1)`` is the initial learning rate
+        """
+        self.q_net = self.make_q_net()
+        self.q_net_target = self.make_q_net()
+        self.q_net_target.load_state_dict(self.q_net.state_dict())
+        self.q_net_target.set_training_mode(False)
+        self.optimizer = self.optimizer_class(  # type: ignore[call-arg]
+            self.q_net.parameters(),
+            lr=lr_schedule(1),
+            **self.optimizer_kwargs,
+        )
+
+    def make_q_net(self) -> RecurrentQNetwork:
+        # Make sure we always have separate networks for features extractors etc
+        net_args = self._update_features_extractor(self.net_args, features_extractor=None)
+        return RecurrentQNetwork(**net_args).to(self.device)
+
+    @property
+    def recurrent_state_shape(self) -> tuple[int, int, int]:
+        """``(n_components, n_layers, hidden_size)``: what the replay buffer stores per step."""
+        return (self.q_net.n_state_components, self.n_lstm_layers, self.lstm_hidden_size)
+
+    def forward(self, obs: PyTorchObs, state: RecurrentState, episode_starts: th.Tensor) -> tuple[th.Tensor, RecurrentState]:
+        """Q-values of the online network, see :meth:`RecurrentQNetwork.forward`."""
+        return self.q_net(obs, state, episode_starts)
+
+    def _predict(self, observation: PyTorchObs, deterministic: bool = True) -> th.Tensor:
+        return self.q_net._predict(observation, deterministic=deterministic)
+
+    def predict(  # type: ignore[override]
+        self,
+        observation: np.ndarray | dict[str, np.ndarray],
+        state: NumpyRecurrentState | None = None,
+        episode_start: np.ndarray | None = None,
+        deterministic: bool = False,
+    ) -> tuple[np.ndarray, NumpyRecurrentState]:
+        """
+        Greedy actions from observations and the recurrent state (RecurrentPPO's contract).
+
+        :param observation: The input observation, ``(n_envs, *obs_shape)`` or a single one
+        :param state: The recurrent state returned by the previous call, each component
+            ``(n_layers, n_envs, hidden_size)``; ``None`` for zeros
+        :param episode_start: ``(n_envs,)`` whether each observation starts an episode (the state of that env
+            is reset first); ``None`` for all False
+        :param deterministic: Unused: the policy is greedy (exploration lives in ``RecurrentDQN.predict``)
+        :return: The actions and the next recurrent state
+        """
+        self.set_training_mode(False)
+        obs_tensor, vectorized_env = self.obs_to_tensor(observation)
+        n_envs = next(iter(obs_tensor.values())).shape[0] if isinstance(obs_tensor, dict) else obs_tensor.shape[0]
+        state_tensor = self._check_state(state, n_envs)
+        if episode_start is None:
+            episode_start = np.zeros(n_envs, dtype=bool)
+        episode_start = np.asarray(episode_start).reshape(-1)
+        if episode_start.shape[0] != n_envs:
+            raise ValueError(f"episode_start has {episode_start.shape[0]} entries, but there are {n_envs} observations.")
+        with th.no_grad():
+            starts = th.as_tensor(episode_start, dtype=th.float32, device=self.device)
+            q_values, new_state = self.q_net(obs_tensor, state_tensor, starts)
+            actions = q_values.argmax(dim=-1).cpu().numpy()
+        if not vectorized_env:
+            actions = actions.squeeze(axis=0)
+        return actions, tuple(component.cpu().numpy() for component in new_state)
+
+    def _check_state(self, state: NumpyRecurrentState | None, n_envs: int) -> RecurrentState:
+        if state is None:
+            return self.q_net.initial_state(n_envs)
+        expected = (self.n_lstm_layers, n_envs, self.lstm_hidden_size)
+        n_components = self.q_net.n_state_components
+        if (
+            not isinstance(state, tuple | list)
+            or len(state) != n_components
+            or any(np.shape(component) != expected for component in state)
+        ):
+            shapes = [np.shape(component) for component in state] if isinstance(state, tuple | list) else type(state)
+            raise ValueError(
+                f"state must be a tuple of {n_components} array(s) of shape (n_layers, n_envs, hidden_size) = "
+                f"{expected} for this {self.rnn_type.upper()} policy and {n_envs} observation(s), got {shapes}."
+            )
+        return tuple(th.as_tensor(np.asarray(component), dtype=th.float32, device=self.device) for component in state)
+
+    def _get_constructor_parameters(self) -> dict[str, Any]:
+        data = super()._get_constructor_parameters()
+        data.update(
+            dict(
+                lstm_hidden_size=self.lstm_hidden_size,
+                n_lstm_layers=self.n_lstm_layers,
+                rnn_type=self.rnn_type,
+                net_arch=self.net_args["net_arch"],
+                activation_fn=self.net_args["activation_fn"],
+                lr_schedule=self._dummy_schedule,  # dummy lr schedule, not needed for loading policy alone
+                optimizer_class=self.optimizer_class,
+                optimizer_kwargs=self.optimizer_kwargs,
+                features_extractor_class=self.features_extractor_class,
+                features_extractor_kwargs=self.features_extractor_kwargs,
+            )
+        )
+        return data
+
+    def set_training_mode(self, mode: bool) -> None:
+        """
+        Put the policy in either training or evaluation mode (affects batch norm / dropout).
+
+        :param mode: if true, set to training mode, else set to evaluation mode
+        """
+        self.q_net.set_training_mode(mode)
+        self.training = mode
+
+
+MlpLstmPolicy = RecurrentDQNPolicy
+
+
+class CnnLstmPolicy(RecurrentDQNPolicy):
+    """
+    Recurrent Q-policy for image observations: the Nature CNN features extractor by default.
+    See :class:`RecurrentDQNPolicy` for the parameters.
+    """
+
+    def __init__(
+        self,
+        observation_space: spaces.Space,
+        action_space: spaces.Discrete,
+        lr_schedule: Schedule,
+        lstm_hidden_size: int = 512,
+        n_lstm_layers: int = 1,
+        rnn_type: str = "lstm",
+        net_arch: list[int] | None = None,
+        activation_fn: type[nn.Module] = nn.ReLU,
+        features_extractor_class: type[BaseFeaturesExtractor] = NatureCNN,
+        features_extractor_kwargs: dict[str, Any] | None = None,
+        normalize_images: bool = True,
+        optimizer_class: type[th.optim.Optimizer] = th.optim.Adam,
+        optimizer_kwargs: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(
+            observation_space,
+            action_space,
+            lr_schedule,
+            lstm_hidden_size,
+            n_lstm_layers,
+            rnn_type,
+            net_arch,
+            activation_fn,
+            features_extractor_class,
+            features_extractor_kwargs,
+            normalize_images,
+            optimizer_class,
+            optimizer_kwargs,
+        )
+
+
+class MultiInputLstmPolicy(RecurrentDQNPolicy):
+    """
+    Recurrent Q-policy for Dict observations: the combined features extractor by default.
+    See :class:`RecurrentDQNPolicy` for the parameters.
+    """
+
+    def __init__(
+        self,
+        observation_space: spaces.Dict,
+        action_space: spaces.Discrete,
+        lr_schedule: Schedule,
+        lstm_hidden_size: int = 128,
+        n_lstm_layers: int = 1,
+        rnn_type: str = "lstm",
+        net_arch: list[int] | None = None,
+        activation_fn: type[nn.Module] = nn.ReLU,
+        features_extractor_class: type[BaseFeaturesExtractor] = CombinedExtractor,
+        features_extractor_kwargs: dict[str, Any] | None = None,
+        normalize_images: bool = True,
+        optimizer_class: type[th.optim.Optimizer] = th.optim.Adam,
+        optimizer_kwargs: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(
+            observation_space,
+            action_space,
+            lr_schedule,
+            lstm_hidden_size,
+            n_lstm_layers,
+            rnn_type,
+            net_arch,
+            activation_fn,
+            features_extractor_class,
+            features_extractor_kwargs,
+            normalize_images,
+            optimizer_class,
+            optimizer_kwargs,
+        )
