@@ -249,8 +249,8 @@ class RecurrentReplayBuffer(ReplayBuffer):
             from the oldest stored step of the column.
         """
         n_stored = self._n_stored()
-        offsets, env_indices = np.meshgrid(np.arange(n_stored), np.arange(self.n_envs), indexing="ij")
-        offsets, env_indices = offsets.ravel(), env_indices.ravel()
+        offsets = np.repeat(np.arange(n_stored), self.n_envs)
+        env_indices = np.tile(np.arange(self.n_envs), n_stored)
         valid = self._has_successor(offsets, env_indices)
         return offsets[valid], env_indices[valid]
 

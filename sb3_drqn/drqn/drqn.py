@@ -610,7 +610,7 @@ class RecurrentDQN(OffPolicyAlgorithm):
             ImportError,
             IndexError,
             ValueError,
-        ) as error:  # noqa: E501
+        ) as error:
             raise ValueError(f"Could not read a replay buffer from {path!r}: {error}") from error
         if not isinstance(buffer, RecurrentReplayBuffer):
             raise ValueError(

@@ -1,0 +1,289 @@
+"""RecurrentDQN: every policy learns, acting state, persistence, determinism, SB3 tools, and invalid input."""
+
+import pickle
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch as th
+from stable_baselines3 import DQN
+from stable_baselines3.common.callbacks import EvalCallback
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.envs import FakeImageEnv, SimpleMultiObsEnv
+from stable_baselines3.common.evaluation import evaluate_policy
+from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
+
+from sb3_drqn import RecurrentDQN, RecurrentReplayBuffer
+from sb3_drqn.common.envs import CueMemoryEnv
+
+SMALL = dict(learning_starts=50, buffer_size=1000, batch_size=8, sequence_length=4, burn_in=2, train_freq=2, seed=0)
+
+
+def image_env():
+    return FakeImageEnv(screen_height=36, screen_width=36, n_channels=1, discrete=True)
+
+
+ENVS = {
+    "MlpLstmPolicy": lambda: gym.make("CartPole-v1"),
+    "CnnLstmPolicy": image_env,
+    "MultiInputLstmPolicy": lambda: SimpleMultiObsEnv(random_start=False),
+}
+
+
+@pytest.mark.parametrize("policy", list(ENVS))
+@pytest.mark.parametrize("rnn_type", ["lstm", "gru"])
+@pytest.mark.parametrize("recurrent_init", ["stored", "zero"])
+def test_every_policy_learns(policy, rnn_type, recurrent_init):
+    model = RecurrentDQN(
+        policy,
+        ENVS[policy](),
+        recurrent_init=recurrent_init,
+        policy_kwargs=dict(lstm_hidden_size=16, rnn_type=rnn_type),
+        **SMALL,
+    )
+    model.learn(300)
+    assert model.num_timesteps == 300
+    assert model._n_updates > 0
+    assert np.isfinite(model.logger.name_to_value.get("train/loss", 0.0))
+
+
+def test_vec_env_evaluate_policy_and_eval_callback():
+    env = make_vec_env("CartPole-v1", n_envs=2, seed=0)
+    eval_env = make_vec_env("CartPole-v1", n_envs=2, seed=1)
+    callback = EvalCallback(eval_env, n_eval_episodes=4, eval_freq=100, warn=False, verbose=0)
+    model = RecurrentDQN("MlpLstmPolicy", env, policy_kwargs=dict(lstm_hidden_size=16), **SMALL)
+    model.learn(400, callback=callback)
+    assert callback.n_calls > 0 and np.isfinite(callback.last_mean_reward)
+    mean_reward, _ = evaluate_policy(model, eval_env, n_eval_episodes=4)
+    assert mean_reward > 0
+    # Evaluation during learning never touched the training state
+    assert model._last_recurrent_state[0].shape == (1, 2, 16)
+
+
+def test_stored_states_are_the_states_the_actor_had():
+    # No learning happens (learning_starts > steps), so the weights stay fixed and the states can be recomputed
+    env = make_vec_env(CueMemoryEnv, n_envs=2, seed=0, env_kwargs=dict(delay=4))
+    model = RecurrentDQN(
+        "MlpLstmPolicy", env, learning_starts=10_000, buffer_size=200, policy_kwargs=dict(lstm_hidden_size=6), seed=0
+    )
+    model.exploration_rate = 0.5
+    model.learn(60)
+    buffer = model.replay_buffer
+    for env_idx in range(2):
+        state = model.policy.q_net.initial_state(1)
+        for row in range(buffer.pos):
+            if buffer.episode_steps[row, env_idx] == 0:
+                state = model.policy.q_net.initial_state(1)
+            stored = buffer.recurrent_states[row, env_idx]
+            assert np.allclose(stored[0, 0], state[0][0, 0].numpy(), atol=1e-6)
+            assert np.allclose(stored[1, 0], state[1][0, 0].numpy(), atol=1e-6)
+            obs = th.as_tensor(buffer.observations[row, env_idx][None])
+            with th.no_grad():
+                _, state = model.q_net(obs, state, th.zeros(1))
+    # Episodes of CueMemoryEnv last delay + 1 = 5 steps
+    assert set(np.unique(buffer.episode_steps[: buffer.pos])) == {0, 1, 2, 3, 4}
+    assert buffer.dones[: buffer.pos].sum() == 2 * (60 // 2 // 5)
+
+
+def test_epsilon_is_drawn_per_env():
+    env = make_vec_env(CueMemoryEnv, n_envs=8, seed=0, env_kwargs=dict(n_cues=50))
+    model = RecurrentDQN("MlpLstmPolicy", env, learning_starts=0, buffer_size=800, seed=0)
+    model._last_obs = env.reset()
+    model.exploration_rate = 0.5
+    np.random.seed(0)
+    greedy, _ = model.policy.predict(model._last_obs, model._last_recurrent_state)
+    mixes = [np.mean(model._sample_action(0, None, 8)[0] == greedy) for _ in range(20)]
+    # Some envs explore while others act greedily in the same step
+    assert any(0.0 < fraction < 1.0 for fraction in mixes)
+
+
+def test_predict_is_epsilon_greedy_unless_deterministic():
+    model = RecurrentDQN("MlpLstmPolicy", CueMemoryEnv(n_cues=20), buffer_size=100, seed=0)
+    obs = np.zeros((64, 21), dtype=np.float32)
+    model.exploration_rate = 1.0
+    greedy, state = model.predict(obs, deterministic=True)
+    random_actions, random_state = model.predict(obs, deterministic=False)
+    assert np.mean(random_actions != greedy) > 0.5
+    # The state advances the same way whichever action is taken
+    assert all(np.allclose(a, b) for a, b in zip(state, random_state, strict=True))
+
+
+def rollout_actions(model, obs_sequence, starts):
+    state, actions = None, []
+    for obs, start in zip(obs_sequence, starts, strict=True):
+        action, state = model.predict(obs, state=state, episode_start=start, deterministic=True)
+        actions.append(action)
+    return np.array(actions), state
+
+
+@pytest.mark.parametrize("policy", list(ENVS))
+def test_save_load_same_actions_and_states(tmp_path, policy):
+    model = RecurrentDQN(policy, ENVS[policy](), policy_kwargs=dict(lstm_hidden_size=16), **SMALL)
+    model.learn(120)
+    env = model.get_env()
+    obs_sequence = [env.reset()]
+    for _ in range(9):
+        obs_sequence.append(env.step(np.array([env.action_space.sample()]))[0])
+    starts = [np.array([t in (0, 5)]) for t in range(10)]
+    actions, state = rollout_actions(model, obs_sequence, starts)
+    model.save(tmp_path / "model.zip")
+    loaded = RecurrentDQN.load(tmp_path / "model.zip", env=ENVS[policy]())
+    loaded_actions, loaded_state = rollout_actions(loaded, obs_sequence, starts)
+    assert np.array_equal(actions, loaded_actions)
+    assert all(np.allclose(a, b) for a, b in zip(state, loaded_state, strict=True))
+    for a, b in zip(model.policy.state_dict().values(), loaded.policy.state_dict().values(), strict=True):
+        assert th.equal(a, b)
+    assert loaded.sequence_length == 4 and loaded.burn_in == 2 and loaded.recurrent_init == "stored"
+    loaded.learn(60)
+
+
+def test_replay_buffer_round_trip(tmp_path):
+    env = make_vec_env(CueMemoryEnv, n_envs=2, seed=0)
+    model = RecurrentDQN("MlpLstmPolicy", env, policy_kwargs=dict(lstm_hidden_size=8), **SMALL)
+    model.learn(200)
+    model.save_replay_buffer(tmp_path / "buffer.pkl")
+    other = RecurrentDQN(
+        "MlpLstmPolicy", make_vec_env(CueMemoryEnv, n_envs=2), policy_kwargs=dict(lstm_hidden_size=8), **SMALL
+    )
+    other.load_replay_buffer(tmp_path / "buffer.pkl")
+    original, restored = model.replay_buffer, other.replay_buffer
+    assert restored is not original and restored.pos == original.pos and restored.full == original.full
+    for name in ("observations", "actions", "rewards", "dones", "timeouts", "episode_steps", "recurrent_states"):
+        assert np.array_equal(getattr(original, name), getattr(restored, name)), name
+    np.random.seed(3)
+    sample_a = original.sample(16)
+    np.random.seed(3)
+    sample_b = restored.sample(16)
+    for a, b in zip(sample_a, sample_b, strict=True):
+        if isinstance(a, tuple):
+            assert all(th.equal(x, y) for x, y in zip(a, b, strict=True))
+        else:
+            assert th.equal(a, b)
+    # Learning continues from the loaded buffer
+    other.learn(100, reset_num_timesteps=False)
+
+
+def test_load_replay_buffer_rejects_bad_files_and_keeps_the_buffer(tmp_path):
+    model = RecurrentDQN("MlpLstmPolicy", CueMemoryEnv(), policy_kwargs=dict(lstm_hidden_size=8), **SMALL)
+    model.learn(100)
+    buffer = model.replay_buffer
+    truncated = tmp_path / "truncated.pkl"
+    model.save_replay_buffer(tmp_path / "good.pkl")
+    truncated.write_bytes((tmp_path / "good.pkl").read_bytes()[:200])
+    garbage = tmp_path / "garbage.pkl"
+    garbage.write_bytes(b"not a pickle at all")
+    dqn = DQN("MlpPolicy", CueMemoryEnv(), buffer_size=100)
+    dqn.save_replay_buffer(tmp_path / "dqn.pkl")
+    other_shape = RecurrentDQN("MlpLstmPolicy", CueMemoryEnv(), policy_kwargs=dict(lstm_hidden_size=4), **SMALL)
+    other_shape.save_replay_buffer(tmp_path / "other_shape.pkl")
+    other_space = RecurrentDQN("MlpLstmPolicy", CueMemoryEnv(n_cues=3), policy_kwargs=dict(lstm_hidden_size=8), **SMALL)
+    other_space.save_replay_buffer(tmp_path / "other_space.pkl")
+    for name, message in [
+        ("truncated.pkl", "Could not read"),
+        ("garbage.pkl", "Could not read"),
+        ("dqn.pkl", "not a RecurrentReplayBuffer"),
+        ("other_shape.pkl", "recurrent state shape"),
+        ("other_space.pkl", "observation space"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            model.load_replay_buffer(tmp_path / name)
+        assert model.replay_buffer is buffer
+    model.learn(50, reset_num_timesteps=False)
+
+
+def test_determinism_with_seed():
+    params = []
+    for _ in range(2):
+        model = RecurrentDQN("MlpLstmPolicy", "CartPole-v1", policy_kwargs=dict(lstm_hidden_size=16), **SMALL)
+        model.learn(300)
+        params.append([p.detach().clone() for p in model.policy.parameters()])
+    assert all(th.equal(a, b) for a, b in zip(*params, strict=True))
+
+
+def test_learn_continues_and_set_env():
+    model = RecurrentDQN("MlpLstmPolicy", CueMemoryEnv(), policy_kwargs=dict(lstm_hidden_size=8), **SMALL)
+    model.learn(100)
+    updates = model._n_updates
+    model.learn(100, reset_num_timesteps=False)
+    assert model.num_timesteps == 200 and model._n_updates > updates
+    model.set_env(DummyVecEnv([CueMemoryEnv]))
+    model.learn(50, reset_num_timesteps=False)
+    assert model.num_timesteps == 250
+    with pytest.raises(ValueError, match="Observation spaces do not match"):
+        model.set_env(DummyVecEnv([lambda: CueMemoryEnv(n_cues=3)]))
+    with pytest.raises(ValueError, match="n_envs"):
+        model.set_env(make_vec_env(CueMemoryEnv, n_envs=2))
+
+
+def test_continuing_learn_keeps_episodes_joined_and_reset_breaks_them():
+    model = RecurrentDQN(
+        "MlpLstmPolicy", CueMemoryEnv(delay=50), learning_starts=10_000, train_freq=1, buffer_size=500, seed=0
+    )
+    model.learn(10)
+    model.learn(10, reset_num_timesteps=False)
+    # Same episode across the two calls: step indices go on
+    assert model.replay_buffer.episode_steps[:20, 0].tolist() == list(range(20))
+    model.learn(10)  # resets the env: a new episode starts, the last step before it has no successor
+    assert model.replay_buffer.episode_steps[20:30, 0].tolist() == list(range(10))
+    assert not model.replay_buffer._has_successor(np.array([19]), np.array([0]))[0]
+
+
+def test_load_with_mismatched_env_raises(tmp_path):
+    model = RecurrentDQN("MlpLstmPolicy", CueMemoryEnv(), buffer_size=100, seed=0)
+    model.save(tmp_path / "model.zip")
+    with pytest.raises(ValueError, match="Observation spaces do not match"):
+        RecurrentDQN.load(tmp_path / "model.zip", env=CueMemoryEnv(n_cues=3))
+    with pytest.raises(ValueError, match="Observation spaces do not match"):
+        RecurrentDQN.load(tmp_path / "model.zip", env=gym.make("CartPole-v1"))
+
+
+def test_vec_normalize():
+    env = VecNormalize(make_vec_env("CartPole-v1", n_envs=2, seed=0), norm_reward=True)
+    model = RecurrentDQN("MlpLstmPolicy", env, policy_kwargs=dict(lstm_hidden_size=8), **SMALL)
+    model.learn(300)
+    buffer = model.replay_buffer
+    # Raw observations are stored: the cart position stays within CartPole's bounds, unnormalized
+    raw = buffer.observations[: buffer.pos]
+    assert np.abs(raw[..., 0]).max() <= 4.8
+    assert not np.allclose(raw.mean(axis=(0, 1)), 0.0, atol=1e-3) or raw.std() < 1.5
+
+
+@pytest.mark.parametrize(
+    "kwargs,name",
+    [
+        (dict(sequence_length=0), "sequence_length"),
+        (dict(sequence_length=2.5), "sequence_length"),
+        (dict(burn_in=-1), "burn_in"),
+        (dict(batch_size=0), "batch_size"),
+        (dict(recurrent_init="random"), "recurrent_init"),
+        (dict(optimize_memory_usage=True), "optimize_memory_usage"),
+        (dict(buffer_size=10, sequence_length=10), "buffer_size"),
+        (dict(buffer_size=16, sequence_length=8, burn_in=8), "buffer_size"),
+        (dict(gamma=1.5), "gamma"),
+        (dict(tau=0.0), "tau"),
+        (dict(target_update_interval=0), "target_update_interval"),
+        (dict(exploration_fraction=2.0), "exploration_fraction"),
+        (dict(exploration_final_eps=-0.1), "exploration_final_eps"),
+        (dict(replay_buffer_class=pickle.Pickler), "replay_buffer_class"),
+        (dict(policy_kwargs=dict(rnn_type="rnn")), "rnn_type"),
+    ],
+)
+def test_invalid_arguments_raise(kwargs, name):
+    with pytest.raises(ValueError, match=name):
+        RecurrentDQN("MlpLstmPolicy", "CartPole-v1", **kwargs)
+
+
+def test_invalid_spaces_raise():
+    with pytest.raises(ValueError, match="Discrete action spaces"):
+        RecurrentDQN("MlpLstmPolicy", "Pendulum-v1")
+    with pytest.raises(ValueError, match="Discrete action spaces"):
+        RecurrentDQN("MlpLstmPolicy", FakeImageEnv(discrete=False))
+    with pytest.raises(ValueError, match="buffer_size"):
+        RecurrentDQN("MlpLstmPolicy", make_vec_env("CartPole-v1", n_envs=4), buffer_size=40, sequence_length=10)
+
+
+def test_buffer_is_allocated_lazily():
+    # A large buffer costs (almost) nothing until it is written: constructing it must be instant and cheap
+    model = RecurrentDQN("CnnLstmPolicy", image_env(), buffer_size=200_000, policy_kwargs=dict(lstm_hidden_size=16))
+    assert isinstance(model.replay_buffer, RecurrentReplayBuffer)
+    assert model.replay_buffer.observations.nbytes >= 200_000 * 36 * 36

@@ -1,0 +1,119 @@
+"""Recurrent Q-policies: state handling, resets, and one-call sequences equal to step-by-step processing."""
+
+import numpy as np
+import pytest
+import torch as th
+from gymnasium import spaces
+from stable_baselines3.common.utils import LinearSchedule
+
+from sb3_drqn import CnnLstmPolicy, MlpLstmPolicy, MultiInputLstmPolicy
+
+BOX = spaces.Box(-1, 1, (4,), np.float32)
+IMAGE = spaces.Box(0, 255, (1, 36, 36), np.uint8)
+DICT = spaces.Dict({"image": IMAGE, "vec": BOX})
+
+
+def make_policy(policy_class, observation_space, rnn_type="lstm", **kwargs):
+    th.manual_seed(0)
+    return policy_class(
+        observation_space, spaces.Discrete(3), LinearSchedule(1e-3, 1e-3, 1.0), lstm_hidden_size=8, rnn_type=rnn_type, **kwargs
+    )
+
+
+def random_obs(space, shape, gen):
+    if isinstance(space, spaces.Dict):
+        return {key: random_obs(sub, shape, gen) for key, sub in space.spaces.items()}
+    if space.dtype == np.uint8:
+        return th.randint(0, 256, (*shape, *space.shape), generator=gen, dtype=th.uint8)
+    return th.rand(*shape, *space.shape, generator=gen)
+
+
+def index_obs(obs, index):
+    return {key: value[index] for key, value in obs.items()} if isinstance(obs, dict) else obs[index]
+
+
+CASES = [(MlpLstmPolicy, BOX), (CnnLstmPolicy, IMAGE), (MultiInputLstmPolicy, DICT)]
+
+
+@pytest.mark.parametrize("policy_class,space", CASES)
+@pytest.mark.parametrize("rnn_type", ["lstm", "gru"])
+def test_sequence_in_one_call_equals_step_by_step_with_resets(policy_class, space, rnn_type):
+    policy = make_policy(policy_class, space, rnn_type)
+    gen = th.Generator().manual_seed(0)
+    n_steps, n_envs = 7, 3
+    obs = random_obs(space, (n_steps, n_envs), gen)
+    starts = th.zeros(n_steps, n_envs)
+    starts[0, 1] = starts[3, 0] = starts[5, 2] = starts[5, 0] = 1.0
+    state = tuple(th.randn(1, n_envs, 8, generator=gen) for _ in range(2 if rnn_type == "lstm" else 1))
+    with th.no_grad():
+        q_sequence, final_state = policy.q_net(obs, state, starts)
+        step_state, q_steps = state, []
+        for t in range(n_steps):
+            q, step_state = policy.q_net(index_obs(obs, t), step_state, starts[t])
+            q_steps.append(q)
+    assert q_sequence.shape == (n_steps, n_envs, 3)
+    assert th.allclose(q_sequence, th.stack(q_steps), atol=1e-5)
+    for a, b in zip(final_state, step_state, strict=True):
+        assert th.allclose(a, b, atol=1e-5)
+
+
+@pytest.mark.parametrize("rnn_type", ["lstm", "gru"])
+def test_state_changes_with_input_and_resets_per_env(rnn_type):
+    policy = make_policy(MlpLstmPolicy, BOX, rnn_type)
+    n_components = 2 if rnn_type == "lstm" else 1
+    obs = np.random.default_rng(0).uniform(-1, 1, (2, 4)).astype(np.float32)
+    _, state = policy.predict(obs)
+    assert len(state) == n_components and all(c.shape == (1, 2, 8) for c in state)
+    assert all(np.abs(c).sum() > 0 for c in state)
+    _, state_other_input = policy.predict(-obs)
+    assert not np.allclose(state[0], state_other_input[0])
+    # The state advances with the same input
+    actions, state2 = policy.predict(obs, state)
+    assert not np.allclose(state[0], state2[0])
+    # episode_start resets only the envs where it is set: env 1 restarts from zeros, env 0 continues
+    _, fresh = policy.predict(obs)
+    _, partly_reset = policy.predict(obs, state, episode_start=np.array([False, True]))
+    for c_reset, c_cont, c_fresh in zip(partly_reset, state2, fresh, strict=True):
+        assert np.allclose(c_reset[:, 0], c_cont[:, 0])
+        assert np.allclose(c_reset[:, 1], c_fresh[:, 1])
+    assert actions.shape == (2,)
+
+
+def test_predict_single_observation_and_bad_state():
+    policy = make_policy(MlpLstmPolicy, BOX)
+    action, state = policy.predict(np.zeros(4, dtype=np.float32))
+    assert np.shape(action) == () and state[0].shape == (1, 1, 8)
+    with pytest.raises(ValueError, match="state must be a tuple of 2"):
+        policy.predict(np.zeros((2, 4), dtype=np.float32), state=state)
+    with pytest.raises(ValueError, match="state must be a tuple of 2"):
+        policy.predict(np.zeros(4, dtype=np.float32), state=(state[0],))
+    with pytest.raises(ValueError, match="episode_start has 3 entries"):
+        policy.predict(np.zeros((2, 4), dtype=np.float32), episode_start=np.zeros(3))
+
+
+def test_burn_in_with_different_lengths_in_one_call():
+    policy = make_policy(MlpLstmPolicy, BOX)
+    gen = th.Generator().manual_seed(3)
+    features = th.randn(4, 3, 4, generator=gen)
+    state = tuple(th.randn(1, 3, 8, generator=gen) for _ in range(2))
+    lengths = th.tensor([4, 0, 2])
+    with th.no_grad():
+        warmed = policy.q_net.burn_in(features, state, lengths)
+        for i, length in enumerate(lengths.tolist()):
+            expected = tuple(c[:, i : i + 1] for c in state)
+            for t in range(length):
+                _, expected = policy.q_net._run_rnn(features[t : t + 1, i : i + 1], expected)
+            for a, b in zip(warmed, expected, strict=True):
+                assert th.allclose(a[:, i : i + 1], b, atol=1e-6)
+
+
+def test_policy_options():
+    policy = make_policy(MlpLstmPolicy, BOX, rnn_type="gru", n_lstm_layers=2, net_arch=[16, 16])
+    assert isinstance(policy.q_net.rnn, th.nn.GRU) and policy.q_net.rnn.num_layers == 2
+    assert policy.recurrent_state_shape == (1, 2, 8)
+    assert [m.out_features for m in policy.q_net.q_net if isinstance(m, th.nn.Linear)] == [16, 16, 3]
+    assert policy.q_net.features_extractor is not policy.q_net_target.features_extractor
+    with pytest.raises(ValueError, match="rnn_type"):
+        make_policy(MlpLstmPolicy, BOX, rnn_type="transformer")
+    with pytest.raises(ValueError, match="lstm_hidden_size"):
+        MlpLstmPolicy(BOX, spaces.Discrete(2), LinearSchedule(1e-3, 1e-3, 1.0), lstm_hidden_size=0)
