@@ -3,6 +3,7 @@ import pathlib
 import pickle
 import warnings
 import zipfile
+from copy import deepcopy
 from typing import Any, ClassVar, TypeVar
 
 import numpy as np
@@ -423,8 +424,11 @@ class RecurrentDQN(OffPolicyAlgorithm):
         else:
             self._last_original_obs, new_obs_, reward_ = self._last_obs, new_obs, reward
 
-        # Only the real final observations of the envs that are done are read from next_obs
-        next_obs = {key: value.copy() for key, value in new_obs_.items()} if isinstance(new_obs_, dict) else new_obs_.copy()
+        # Only the real final observations of the envs that are done are read from next_obs:
+        # copy (to avoid modification by reference) only when some env is done
+        next_obs = new_obs_
+        if np.any(dones):
+            next_obs = deepcopy(new_obs_)
         for env_idx in np.flatnonzero(dones):
             final_obs = infos[env_idx].get("terminal_observation")
             if final_obs is None:
@@ -516,7 +520,8 @@ class RecurrentDQN(OffPolicyAlgorithm):
         # Update learning rate according to schedule
         self._update_learning_rate(self.policy.optimizer)
 
-        losses, q_means, valid_fractions = [], [], []
+        # Statistics stay on the device until the end: no host round trip per gradient step
+        stats = []
         for _ in range(gradient_steps):
             replay_data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)
             loss, current_q_values, _ = self._compute_loss(replay_data)
@@ -529,17 +534,18 @@ class RecurrentDQN(OffPolicyAlgorithm):
 
             with th.no_grad():
                 n_valid = replay_data.mask.sum()
-                losses.append(loss.item())
-                q_means.append(((current_q_values * replay_data.mask).sum() / n_valid.clamp(min=1.0)).item())
-                valid_fractions.append((n_valid / replay_data.mask.numel()).item())
+                q_mean = (current_q_values * replay_data.mask).sum() / n_valid.clamp(min=1.0)
+                stats.append(th.stack([loss.detach(), q_mean, n_valid / replay_data.mask.numel()]))
 
         # Increase update counter
         self._n_updates += gradient_steps
 
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
-        self.logger.record("train/loss", np.mean(losses))
-        self.logger.record("train/q_mean", np.mean(q_means))
-        self.logger.record("train/valid_step_fraction", np.mean(valid_fractions))
+        if stats:
+            loss_mean, q_mean_mean, valid_fraction = th.stack(stats).mean(dim=0).tolist()
+            self.logger.record("train/loss", loss_mean)
+            self.logger.record("train/q_mean", q_mean_mean)
+            self.logger.record("train/valid_step_fraction", valid_fraction)
 
     def predict(  # type: ignore[override]
         self,
