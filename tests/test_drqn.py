@@ -237,15 +237,35 @@ def test_load_with_mismatched_env_raises(tmp_path):
         RecurrentDQN.load(tmp_path / "model.zip", env=gym.make("CartPole-v1"))
 
 
-def test_vec_normalize():
-    env = VecNormalize(make_vec_env("CartPole-v1", n_envs=2, seed=0), norm_reward=True)
+def test_vec_normalize_stores_raw_and_normalizes_at_sampling():
+    # CueMemoryEnv's observations are exactly 0 or 1: normalized ones are not
+    env = VecNormalize(make_vec_env(CueMemoryEnv, n_envs=2, seed=0), norm_reward=True, gamma=0.9)
     model = RecurrentDQN("MlpLstmPolicy", env, policy_kwargs=dict(lstm_hidden_size=8), **SMALL)
     model.learn(300)
     buffer = model.replay_buffer
-    # Raw observations are stored: the cart position stays within CartPole's bounds, unnormalized
     raw = buffer.observations[: buffer.pos]
-    assert np.abs(raw[..., 0]).max() <= 4.8
-    assert not np.allclose(raw.mean(axis=(0, 1)), 0.0, atol=1e-3) or raw.std() < 1.5
+    assert set(np.unique(raw)) == {0.0, 1.0}
+    assert set(np.unique(buffer.rewards[: buffer.pos])) <= {-1.0, 0.0, 1.0}
+    np.random.seed(0)
+    sample = buffer.sample(16, env=env)
+    np.random.seed(0)
+    raw_sample = buffer.sample(16)
+    expected = env.normalize_obs(raw_sample.observations.numpy())
+    assert np.allclose(sample.observations.numpy(), expected, atol=1e-5)
+    assert not np.allclose(sample.observations.numpy(), raw_sample.observations.numpy())
+    assert np.allclose(sample.rewards.numpy(), env.normalize_reward(raw_sample.rewards.numpy()), atol=1e-5)
+
+
+def test_predict_and_evaluation_never_touch_the_training_state():
+    env = make_vec_env(CueMemoryEnv, n_envs=2, seed=0)
+    model = RecurrentDQN("MlpLstmPolicy", env, policy_kwargs=dict(lstm_hidden_size=8), **SMALL)
+    model.learn(103)
+    training_state = tuple(component.copy() for component in model._last_recurrent_state)
+    assert any(np.abs(component).sum() > 0 for component in training_state)
+    evaluate_policy(model, make_vec_env(CueMemoryEnv, n_envs=3, seed=1), n_eval_episodes=6)
+    model.predict(np.ones((2, 3), dtype=np.float32), deterministic=False)
+    for before, after in zip(training_state, model._last_recurrent_state, strict=True):
+        assert np.array_equal(before, after)
 
 
 @pytest.mark.parametrize(
