@@ -47,6 +47,23 @@ def test_every_policy_learns(policy, rnn_type, recurrent_init):
     assert np.isfinite(model.logger.name_to_value.get("train/loss", 0.0))
 
 
+def test_learns_with_sparse_half_precision_state_storage():
+    model = RecurrentDQN(
+        "CnnLstmPolicy",
+        image_env(),
+        replay_buffer_kwargs=dict(state_stride=4, state_dtype="float16"),
+        policy_kwargs=dict(lstm_hidden_size=16),
+        **SMALL,
+    )
+    model.learn(200)
+    assert model._n_updates > 0
+    buffer = model.replay_buffer
+    assert buffer.recurrent_states.dtype == np.float16 and buffer.recurrent_states.shape[0] == 1000 // 4
+    sample = buffer.sample(8)
+    assert sample.observations.shape[0] == SMALL["burn_in"] + 3 + SMALL["sequence_length"] + 1
+    assert int(sample.burn_in_lengths.max()) <= SMALL["burn_in"] + 3
+
+
 def test_vec_env_evaluate_policy_and_eval_callback():
     env = make_vec_env("CartPole-v1", n_envs=2, seed=0)
     eval_env = make_vec_env("CartPole-v1", n_envs=2, seed=1)

@@ -61,6 +61,14 @@ class RecurrentReplayBuffer(ReplayBuffer):
     :param recurrent_state_shape: ``(n_components, n_layers, hidden_size)`` of the actor's recurrent state
         (``n_components`` is 2 for an LSTM, 1 for a GRU), or ``None`` not to store states (sampled windows
         then start from zeros, the DRQN paper's setting)
+    :param state_stride: Store the recurrent state only at every ``state_stride``-th row of each column, to save
+        memory (a 512-unit LSTM state is 4 KiB in float32, more than half an 84x84 frame). The burn-in of a window
+        is then extended, by up to ``state_stride - 1`` steps, back to the nearest stored state (or to the
+        episode start, where the state is exactly zero), so the state it starts from stays the actor's. Only in
+        a long episode whose start has been overwritten, a window among the ``burn_in + state_stride - 1`` oldest
+        steps may find no stored state at or before its desired burn-in start: it then starts from the next stored
+        state (a shorter burn-in), or from zeros if there is none before the window.
+    :param state_dtype: ``"float32"`` (exact) or ``"float16"`` (half the memory) for the stored states
     """
 
     observations: ObsArray  # type: ignore[assignment]
@@ -85,6 +93,8 @@ class RecurrentReplayBuffer(ReplayBuffer):
         sequence_length: int = 10,
         burn_in: int = 0,
         recurrent_state_shape: tuple[int, int, int] | None = None,
+        state_stride: int = 1,
+        state_dtype: str = "float32",
     ):
         if optimize_memory_usage:
             raise ValueError(
@@ -97,6 +107,10 @@ class RecurrentReplayBuffer(ReplayBuffer):
             raise ValueError(f"sequence_length must be >= 1, got {sequence_length}.")
         if burn_in < 0:
             raise ValueError(f"burn_in must be >= 0, got {burn_in}.")
+        if not isinstance(state_stride, int | np.integer) or state_stride < 1:
+            raise ValueError(f"state_stride must be an integer >= 1, got {state_stride!r}.")
+        if state_dtype not in ("float32", "float16"):
+            raise ValueError(f"state_dtype must be 'float32' or 'float16', got {state_dtype!r}.")
         # Skip ReplayBuffer.__init__, which would allocate next_observations
         BaseBuffer.__init__(self, buffer_size, observation_space, action_space, device, n_envs=n_envs)
         self.buffer_size = max(buffer_size // n_envs, 1)
@@ -110,11 +124,14 @@ class RecurrentReplayBuffer(ReplayBuffer):
         self.sequence_length = sequence_length
         self.burn_in = burn_in
         self.recurrent_state_shape = recurrent_state_shape
+        self.state_stride = int(state_stride)
+        self.state_dtype = state_dtype
 
         rows = (self.buffer_size, self.n_envs)
         # np.zeros maps pages lazily: memory is only used once rows are written
         self.observations = self._allocate_obs(rows)
-        self.actions = np.zeros(rows, dtype=np.int64)
+        # The smallest integer type that holds every action
+        self.actions = np.zeros(rows, dtype=np.min_scalar_type(max(int(action_space.n) - 1, 0)))
         self.rewards = np.zeros(rows, dtype=np.float32)
         self.dones = np.zeros(rows, dtype=bool)
         self.timeouts = np.zeros(rows, dtype=bool)
@@ -123,11 +140,15 @@ class RecurrentReplayBuffer(ReplayBuffer):
         # Final observations are written in order into a ring with one slot per row of the buffer,
         # so a slot is only reused once the row that pointed to it has been overwritten.
         self.final_observations = self._allocate_obs((self.buffer_size * self.n_envs,))
-        self.final_observation_slots = np.full(rows, -1, dtype=np.int64)
+        # Only read where the row ended an episode (written in the same call)
+        slot_dtype = np.int32 if self.buffer_size * self.n_envs < np.iinfo(np.int32).max else np.int64
+        self.final_observation_slots = np.zeros(rows, dtype=slot_dtype)
         self._next_final_slot = 0
         self.recurrent_states = None
         if recurrent_state_shape is not None:
-            self.recurrent_states = np.zeros((*rows, *recurrent_state_shape), dtype=np.float32)
+            n_state_rows = -(-self.buffer_size // self.state_stride)
+            state_shape = (n_state_rows, self.n_envs, *recurrent_state_shape)
+            self.recurrent_states = np.zeros(state_shape, dtype=np.dtype(state_dtype))
         self._next_episode_steps = np.zeros(self.n_envs, dtype=np.int32)
 
     def _allocate_obs(self, leading_shape: tuple[int, ...]) -> ObsArray:
@@ -192,7 +213,8 @@ class RecurrentReplayBuffer(ReplayBuffer):
                     f"recurrent_state must hold {n_components} component(s) of shape (n_layers, n_envs, hidden) = "
                     f"{(n_layers, self.n_envs, hidden_size)}, got {[np.shape(component) for component in recurrent_state]}."
                 )
-            self.recurrent_states[row] = stacked
+            if row % self.state_stride == 0:
+                self.recurrent_states[row // self.state_stride] = stacked
 
         _write_obs(self.observations, row, self._reshape_obs(obs))
         self.actions[row] = np.asarray(action).reshape(self.n_envs)
@@ -204,7 +226,6 @@ class RecurrentReplayBuffer(ReplayBuffer):
             self.timeouts[row] = False
         self.episode_steps[row] = self._next_episode_steps
 
-        self.final_observation_slots[row] = -1
         done_envs = np.flatnonzero(done)
         if len(done_envs) > 0:
             n_slots = self.buffer_size * self.n_envs
@@ -222,6 +243,39 @@ class RecurrentReplayBuffer(ReplayBuffer):
 
     # ----------------------------------------------------------------------------------------------
     # Sampling
+
+    @property
+    def max_burn_in(self) -> int:
+        """Length of the burn-in part of sampled windows: ``burn_in``, plus ``state_stride - 1`` with a stride."""
+        if self.recurrent_states is None:
+            return self.burn_in
+        return self.burn_in + self.state_stride - 1
+
+    def _burn_in_starts(
+        self, start_offsets: np.ndarray, start_episode_steps: np.ndarray, target_offsets: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """
+        Where each window's burn-in starts, given the desired starts ``target_offsets``: the latest step at or
+        before it whose recurrent state is known exactly (a stored state, or the episode start).
+
+        :return: ``(first_offsets, use_stored)``: offsets of the first burn-in steps, and whether to take the
+            stored state there (else zeros)
+        """
+        oldest = self._oldest_row()
+        if self.recurrent_states is None or self.state_stride == 1:
+            return target_offsets, np.full(len(target_offsets), self.recurrent_states is not None)
+        target_rows = (oldest + target_offsets) % self.buffer_size
+        # Latest stored-state row at or before the target (stored rows are physical multiples of the stride)
+        stored_offsets = target_offsets - target_rows % self.state_stride
+        episode_start_offsets = start_offsets - start_episode_steps
+        first_offsets = np.maximum(stored_offsets, episode_start_offsets)
+        # Both overwritten: the next stored state after the target if it is not after the window start, else zeros
+        stored_rows = target_rows - target_rows % self.state_stride
+        next_stored_offsets = stored_offsets + np.minimum(self.state_stride, self.buffer_size - stored_rows)
+        fallback = np.where(next_stored_offsets <= start_offsets, next_stored_offsets, target_offsets)
+        first_offsets = np.where(first_offsets >= 0, first_offsets, fallback)
+        first_rows = (oldest + first_offsets) % self.buffer_size
+        return first_offsets, first_rows % self.state_stride == 0
 
     def _n_stored(self) -> int:
         """Number of stored (not overwritten) steps in each env column."""
@@ -303,16 +357,18 @@ class RecurrentReplayBuffer(ReplayBuffer):
         if env_indices is None:
             env_indices = np.zeros(batch_size, dtype=np.int64)
         n_stored, oldest = self._n_stored(), self._oldest_row()
-        burn_in, seq_len = self.burn_in, self.sequence_length
+        burn_in, seq_len = self.max_burn_in, self.sequence_length
 
         start_rows = (oldest + start_offsets) % self.buffer_size
         start_episode_steps = self.episode_steps[start_rows, env_indices].astype(np.int64)
-        # Burn-in clipped at the episode start and at the oldest stored step
-        burn_in_lengths = np.minimum(np.minimum(burn_in, start_episode_steps), start_offsets)
+        # Burn-in clipped at the episode start and at the oldest stored step, then extended back to a known state
+        desired_lengths = np.minimum(np.minimum(self.burn_in, start_episode_steps), start_offsets)
+        first_offsets, use_stored = self._burn_in_starts(start_offsets, start_episode_steps, start_offsets - desired_lengths)
+        burn_in_lengths = start_offsets - first_offsets
 
         # Offsets of every position of the window, time-major: (burn_in + seq_len + 1, batch)
         steps = np.arange(burn_in + seq_len + 1)[:, None]
-        burn_in_offsets = start_offsets - burn_in_lengths + np.minimum(steps[:burn_in], np.maximum(burn_in_lengths - 1, 0))
+        burn_in_offsets = first_offsets + np.minimum(steps[:burn_in], np.maximum(burn_in_lengths - 1, 0))
         learning_offsets = start_offsets + steps[: seq_len + 1]
         offsets = np.concatenate([burn_in_offsets, np.minimum(learning_offsets, n_stored - 1)])
         rows = (oldest + offsets) % self.buffer_size
@@ -339,10 +395,11 @@ class RecurrentReplayBuffer(ReplayBuffer):
         rewards = self._normalize_reward(self.rewards[step_rows, step_envs], env)
 
         if self.recurrent_states is not None:
-            first_rows = (oldest + start_offsets - burn_in_lengths) % self.buffer_size
+            first_rows = (oldest + first_offsets) % self.buffer_size
+            stored = self.recurrent_states[first_rows // self.state_stride, env_indices].astype(np.float32)
+            stored *= use_stored[:, None, None, None]
             # (batch, n_components, n_layers, hidden) -> n_components x (n_layers, batch, hidden)
-            stored = self.recurrent_states[first_rows, env_indices].transpose(1, 2, 0, 3)
-            recurrent_states = tuple(self.to_torch(component) for component in stored)
+            recurrent_states = tuple(self.to_torch(component) for component in stored.transpose(1, 2, 0, 3))
         else:
             recurrent_states = ()
 
