@@ -24,8 +24,9 @@ from sb3_drqn import RecurrentDQN
 from sb3_drqn.common.wrappers import FlickeringWrapper
 from sb3_drqn.zoo import hyperparams_path, register
 from sb3_drqn.zoo.hyperparams_opt import convert_drqn_params, sample_drqn_params
-from sb3_drqn.zoo.import_hook import DISABLE_ENV_VAR
 
+# The opt-out variable of the import hook (installed as the top-level module _sb3_drqn_zoo_hook)
+DISABLE_ENV_VAR = "SB3_DRQN_NO_ZOO_HOOK"
 HOOK_INSTALLED = importlib.util.find_spec("_sb3_drqn_zoo_hook") is not None
 needs_hook = pytest.mark.skipif(not HOOK_INSTALLED, reason="the package's import hook (.pth) is not installed")
 

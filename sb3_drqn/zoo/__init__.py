@@ -6,7 +6,7 @@ record_video), ``HYPERPARAMS_SAMPLER`` and ``HYPERPARAMS_CONVERTER`` (``-optimiz
 this package's ``drqn.yml`` when no ``--conf-file`` is given (the zoo looks for ``hyperparams/{algo}.yml``
 inside its own package only). It also registers the ``Flickering{Game}NoFrameskip-v4`` env ids.
 
-The import hook installed with the package (:mod:`sb3_drqn.zoo.import_hook`) calls :func:`register` when
+The import hook installed with the package (the top-level module ``_sb3_drqn_zoo_hook``) calls :func:`register` when
 ``rl_zoo3`` is imported; scripts that turn the hook off (``SB3_DRQN_NO_ZOO_HOOK=1``) call it themselves,
 before the zoo parses its arguments::
 

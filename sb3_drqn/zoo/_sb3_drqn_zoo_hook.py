@@ -1,13 +1,15 @@
 """
 Automatic registration of ``drqn`` with rl-zoo3, armed at interpreter start.
 
+The wheel installs this file as the top-level module ``_sb3_drqn_zoo_hook``, not inside ``sb3_drqn``.
+
 rl-zoo3 has no plugin API and computes ``--algo``'s choices from ``ALGOS`` when its scripts are imported, so
 ``drqn`` must be registered as soon as ``rl_zoo3`` is imported. The wheel installs ``sb3_drqn_zoo.pth`` at
-the top of site-packages; its one line imports this file (installed as the top-level module
-``_sb3_drqn_zoo_hook``, so that nothing of ``sb3_drqn``, torch or SB3 is imported at start) and calls
-:func:`install`. That only puts a small finder at the front of ``sys.meta_path``: when ``rl_zoo3`` is first
-imported, its loader is wrapped so that, once the package has run, :func:`sb3_drqn.zoo.register` is called
-and the finder removes itself. Nothing else happens in interpreters that never import ``rl_zoo3``.
+the top of site-packages; its one line imports this module (top-level, so that nothing of ``sb3_drqn``,
+torch or SB3 is imported at start) and calls :func:`install`. That only puts a small finder at the front of
+``sys.meta_path``: when ``rl_zoo3`` is first imported, its loader is wrapped so that, once the package has
+run, :func:`sb3_drqn.zoo.register` is called and the finder removes itself. Nothing else happens in
+interpreters that never import ``rl_zoo3``.
 
 It is pure standard library and never raises: a failed registration only warns. Set the environment
 variable ``SB3_DRQN_NO_ZOO_HOOK=1`` to disable it (then call ``sb3_drqn.zoo.register()`` yourself).
