@@ -245,6 +245,16 @@ def test_continuing_learn_keeps_episodes_joined_and_reset_breaks_them():
     assert not model.replay_buffer._has_successor(np.array([19]), np.array([0]))[0]
 
 
+def test_load_for_prediction_with_a_tiny_buffer(tmp_path):
+    model = RecurrentDQN("MlpLstmPolicy", CueMemoryEnv(), policy_kwargs=dict(lstm_hidden_size=8), **SMALL)
+    model.save(tmp_path / "model.zip")
+    with pytest.warns(UserWarning, match="cannot hold one sequence"):
+        loaded = RecurrentDQN.load(tmp_path / "model.zip", buffer_size=1)
+    assert loaded.replay_buffer.buffer_size == SMALL["sequence_length"] + SMALL["burn_in"] + 1
+    obs = np.eye(3, dtype=np.float32)[:2]
+    assert np.array_equal(loaded.predict(obs, deterministic=True)[0], model.predict(obs, deterministic=True)[0])
+
+
 def test_load_with_mismatched_env_raises(tmp_path):
     model = RecurrentDQN("MlpLstmPolicy", CueMemoryEnv(), buffer_size=100, seed=0)
     model.save(tmp_path / "model.zip")

@@ -235,20 +235,34 @@ class RecurrentDQN(OffPolicyAlgorithm):
         for name in ("exploration_fraction", "exploration_initial_eps", "exploration_final_eps"):
             require(0.0 <= kwargs[name] <= 1.0, name, "in [0, 1]")
 
+    def _min_buffer_size(self, n_envs: int) -> int:
+        """The smallest ``buffer_size`` whose env columns hold one window (burn-in, learning steps, successor)."""
+        return n_envs * (self.sequence_length + self.burn_in + 1)
+
     def _check_env_compatibility(self, action_space: spaces.Space, n_envs: int) -> None:
         if not isinstance(action_space, spaces.Discrete):
             raise ValueError(
                 f"RecurrentDQN supports only Discrete action spaces (the env's action space), got {action_space}."
             )
-        rows = self.buffer_size // n_envs
-        if rows < self.sequence_length + self.burn_in + 1:
+        if self.buffer_size < self._min_buffer_size(n_envs):
             raise ValueError(
                 f"buffer_size={self.buffer_size} is too small to hold one sequence: with n_envs={n_envs}, each env keeps "
-                f"{rows} steps, fewer than burn_in + sequence_length + 1 = {self.sequence_length + self.burn_in + 1}."
+                f"{self.buffer_size // n_envs} steps, fewer than burn_in + sequence_length + 1 = "
+                f"{self.sequence_length + self.burn_in + 1}."
             )
 
     def _setup_model(self) -> None:
-        self._check_env_compatibility(self.action_space, self.n_envs)
+        if not isinstance(self.action_space, spaces.Discrete):
+            raise ValueError(f"RecurrentDQN supports only Discrete action spaces, got {self.action_space}.")
+        buffer_size = self.buffer_size
+        if buffer_size < self._min_buffer_size(self.n_envs):
+            # Only reachable through load(..., buffer_size=...) (the constructor rejects it), e.g. buffer_size=1 to
+            # predict without a replay buffer, as SB3 users do with DQN: keep the smallest buffer that works.
+            buffer_size = self._min_buffer_size(self.n_envs)
+            warnings.warn(
+                f"buffer_size={self.buffer_size} cannot hold one sequence; the replay buffer holds {buffer_size} "
+                "steps instead. Load with a larger buffer_size to train."
+            )
         self._setup_lr_schedule()
         self.set_random_seed(self.seed)
 
@@ -266,7 +280,7 @@ class RecurrentDQN(OffPolicyAlgorithm):
             self.replay_buffer_class = RecurrentReplayBuffer
         if self.replay_buffer is None:
             self.replay_buffer = self.replay_buffer_class(  # type: ignore[call-arg]
-                self.buffer_size,
+                buffer_size,
                 self.observation_space,
                 self.action_space,
                 device=self.device,
