@@ -1,4 +1,6 @@
 import itertools
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -18,6 +20,26 @@ from torch import nn
 from sb3_drqn.common.type_aliases import NumpyRecurrentState, RecurrentState
 
 RNN_TYPES = {"lstm": nn.LSTM, "gru": nn.GRU}
+
+
+@contextmanager
+def native_cpu_rnn(device: th.device) -> Iterator[None]:
+    """
+    Run ``nn.LSTM`` / ``nn.GRU`` on PyTorch's native CPU kernels rather than oneDNN's: with torch 2.13, one LSTM
+    step of 512 units for one env takes about 8.5 ms through oneDNN and 0.4 ms natively (acting does one step per
+    env step), and a training-size forward and backward (11 steps x 32 sequences) is faster natively too.
+    Other layers (the CNN) keep oneDNN.
+
+    :param device: The device the recurrent layer runs on: nothing changes off the CPU
+    """
+    if device.type != "cpu":
+        yield
+        return
+    enabled = th.backends.mkldnn.set_flags(_enabled=False, _fp32_precision=None)[0]
+    try:
+        yield
+    finally:
+        th.backends.mkldnn.set_flags(_enabled=enabled, _fp32_precision=None)
 
 
 class RecurrentQNetwork(BasePolicy):
@@ -85,11 +107,12 @@ class RecurrentQNetwork(BasePolicy):
         return tuple(zeros.clone() for _ in range(self.n_state_components))
 
     def _run_rnn(self, features: th.Tensor | nn.utils.rnn.PackedSequence, state: RecurrentState) -> tuple[Any, RecurrentState]:
-        if self.rnn_type == "lstm":
-            output, (hidden, cell) = self.rnn(features, (state[0].contiguous(), state[1].contiguous()))
-            return output, (hidden, cell)
-        output, hidden = self.rnn(features, state[0].contiguous())
-        return output, (hidden,)
+        with native_cpu_rnn(state[0].device):
+            if self.rnn_type == "lstm":
+                output, (hidden, cell) = self.rnn(features, (state[0].contiguous(), state[1].contiguous()))
+                return output, (hidden, cell)
+            output, hidden = self.rnn(features, state[0].contiguous())
+            return output, (hidden,)
 
     def extract_sequence_features(self, obs: PyTorchObs) -> th.Tensor:
         """
