@@ -349,3 +349,27 @@ def test_sparse_and_half_precision_states_are_right_for_every_window(state_strid
             else:
                 # The one approximation: no known state before the window, so it starts from zeros
                 assert state == pytest.approx(exact, rel=2e-3) or state == 0.0
+
+
+@pytest.mark.parametrize(
+    "space,state_shape,expected",
+    [
+        (spaces.Box(0, 255, (1, 84, 84), np.uint8), (2, 1, 512), (8, "float16")),  # Atari frame, R2D2-size LSTM
+        (spaces.Box(0, 255, (3, 64, 64), np.uint8), (2, 1, 256), (2, "float16")),
+        (spaces.Box(0, 255, (1, 84, 84), np.uint8), (1, 1, 16), (1, "float32")),  # small state: exact
+        (spaces.Box(-1, 1, (4,), np.float32), (2, 1, 512), (1, "float32")),  # small observations: exact
+        (spaces.Dict({"a": spaces.Box(0, 255, (1, 84, 84), np.uint8), "b": spaces.Box(-1, 1)}), (2, 1, 512), (8, "float16")),
+    ],
+)
+def test_automatic_state_storage(space, state_shape, expected):
+    buffer = RecurrentReplayBuffer(1000, space, spaces.Discrete(2), recurrent_state_shape=state_shape)
+    assert (buffer.state_stride, buffer.state_dtype) == expected
+    assert buffer.recurrent_states.dtype == np.dtype(expected[1])
+    state_bytes = buffer.recurrent_states.nbytes / 1000
+    frame_bytes = sum(int(np.prod(s.shape)) * s.dtype.itemsize for s in getattr(space, "spaces", {"": space}).values())
+    if frame_bytes >= 4096:
+        assert state_bytes <= frame_bytes / 16
+    explicit = RecurrentReplayBuffer(
+        1000, space, spaces.Discrete(2), recurrent_state_shape=state_shape, state_stride=1, state_dtype="float32"
+    )
+    assert (explicit.state_stride, explicit.state_dtype) == (1, "float32")

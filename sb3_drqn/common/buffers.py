@@ -62,13 +62,17 @@ class RecurrentReplayBuffer(ReplayBuffer):
         (``n_components`` is 2 for an LSTM, 1 for a GRU), or ``None`` not to store states (sampled windows
         then start from zeros, the DRQN paper's setting)
     :param state_stride: Store the recurrent state only at every ``state_stride``-th row of each column, to save
-        memory (a 512-unit LSTM state is 4 KiB in float32, more than half an 84x84 frame). The burn-in of a window
+        memory (a 512-unit LSTM state is 4 KiB in float32, more than half an 84x84 frame). ``"auto"`` (default):
+        for observations of at least 4 KiB (images) whose float32 state would cost more than 1/16 of an
+        observation, the smallest power of two (up to 16) that brings the float16 state under 1/16 of an
+        observation (8 for Atari frames with a 512-unit LSTM: 256 B per step); otherwise 1. The burn-in of a window
         is then extended, by up to ``state_stride - 1`` steps, back to the nearest stored state (or to the
         episode start, where the state is exactly zero), so the state it starts from stays the actor's. Only in
         a long episode whose start has been overwritten, a window among the ``burn_in + state_stride - 1`` oldest
         steps may find no stored state at or before its desired burn-in start: it then starts from the next stored
         state (a shorter burn-in), or from zeros if there is none before the window.
-    :param state_dtype: ``"float32"`` (exact) or ``"float16"`` (half the memory) for the stored states
+    :param state_dtype: ``"float32"`` (exact) or ``"float16"`` (half the memory) for the stored states;
+        ``"auto"`` (default): float16 where ``"auto"`` makes the state storage sparse (see above), else float32
     """
 
     observations: ObsArray  # type: ignore[assignment]
@@ -93,8 +97,8 @@ class RecurrentReplayBuffer(ReplayBuffer):
         sequence_length: int = 10,
         burn_in: int = 0,
         recurrent_state_shape: tuple[int, int, int] | None = None,
-        state_stride: int = 1,
-        state_dtype: str = "float32",
+        state_stride: int | str = "auto",
+        state_dtype: str = "auto",
     ):
         if optimize_memory_usage:
             raise ValueError(
@@ -107,10 +111,10 @@ class RecurrentReplayBuffer(ReplayBuffer):
             raise ValueError(f"sequence_length must be >= 1, got {sequence_length}.")
         if burn_in < 0:
             raise ValueError(f"burn_in must be >= 0, got {burn_in}.")
-        if not isinstance(state_stride, int | np.integer) or state_stride < 1:
-            raise ValueError(f"state_stride must be an integer >= 1, got {state_stride!r}.")
-        if state_dtype not in ("float32", "float16"):
-            raise ValueError(f"state_dtype must be 'float32' or 'float16', got {state_dtype!r}.")
+        if state_stride != "auto" and (not isinstance(state_stride, int | np.integer) or state_stride < 1):
+            raise ValueError(f"state_stride must be 'auto' or an integer >= 1, got {state_stride!r}.")
+        if state_dtype not in ("auto", "float32", "float16"):
+            raise ValueError(f"state_dtype must be 'auto', 'float32' or 'float16', got {state_dtype!r}.")
         # Skip ReplayBuffer.__init__, which would allocate next_observations
         BaseBuffer.__init__(self, buffer_size, observation_space, action_space, device, n_envs=n_envs)
         self.buffer_size = max(buffer_size // n_envs, 1)
@@ -124,8 +128,9 @@ class RecurrentReplayBuffer(ReplayBuffer):
         self.sequence_length = sequence_length
         self.burn_in = burn_in
         self.recurrent_state_shape = recurrent_state_shape
-        self.state_stride = int(state_stride)
-        self.state_dtype = state_dtype
+        auto_stride, auto_dtype = self._compact_state_storage(observation_space, recurrent_state_shape)
+        self.state_stride = auto_stride if state_stride == "auto" else int(state_stride)
+        self.state_dtype = auto_dtype if state_dtype == "auto" else state_dtype
 
         rows = (self.buffer_size, self.n_envs)
         # np.zeros maps pages lazily: memory is only used once rows are written
@@ -148,8 +153,29 @@ class RecurrentReplayBuffer(ReplayBuffer):
         if recurrent_state_shape is not None:
             n_state_rows = -(-self.buffer_size // self.state_stride)
             state_shape = (n_state_rows, self.n_envs, *recurrent_state_shape)
-            self.recurrent_states = np.zeros(state_shape, dtype=np.dtype(state_dtype))
+            self.recurrent_states = np.zeros(state_shape, dtype=np.dtype(self.state_dtype))
         self._next_episode_steps = np.zeros(self.n_envs, dtype=np.int32)
+
+    @staticmethod
+    def _compact_state_storage(
+        observation_space: spaces.Space, recurrent_state_shape: tuple[int, int, int] | None
+    ) -> tuple[int, str]:
+        """The ``(state_stride, state_dtype)`` that ``"auto"`` stands for (see the class docstring)."""
+        is_dict = isinstance(observation_space, spaces.Dict)
+        subspaces = list(observation_space.spaces.values()) if is_dict else [observation_space]  # type: ignore[attr-defined]
+        obs_bytes = 0
+        for sub in subspaces:
+            obs_bytes += int(np.prod(get_obs_shape(sub))) * np.dtype(sub.dtype).itemsize  # type: ignore[arg-type]
+        if recurrent_state_shape is None or obs_bytes < 4096:
+            return 1, "float32"
+        budget = obs_bytes / 16
+        if np.prod(recurrent_state_shape) * 4 <= budget:
+            return 1, "float32"
+        half_precision_bytes = np.prod(recurrent_state_shape) * 2
+        stride = 1
+        while half_precision_bytes / stride > budget and stride < 16:
+            stride *= 2
+        return stride, "float16"
 
     def _allocate_obs(self, leading_shape: tuple[int, ...]) -> ObsArray:
         space = self.observation_space

@@ -500,16 +500,14 @@ class RecurrentDQN(OffPolicyAlgorithm):
         initial_state = self._initial_window_state(replay_data)
         learning_obs = _slice_time(replay_data.observations, n_burn_in)
 
+        burn_in_obs = _slice_time(replay_data.observations, 0, n_burn_in)
         with th.no_grad():
-            # Target network: burn-in, then the learning steps and the step after them
-            target_features = self.q_net_target.extract_sequence_features(replay_data.observations)
-            target_state = self.q_net_target.burn_in(target_features[:n_burn_in], initial_state, replay_data.burn_in_lengths)
-            target_q_values, _ = self.q_net_target.q_values_from_features(target_features[n_burn_in:], target_state)
-            # Online network burn-in: warms the state only, no gradient
-            online_state = initial_state
-            if n_burn_in > 0:
-                burn_in_features = self.q_net.extract_sequence_features(_slice_time(replay_data.observations, 0, n_burn_in))
-                online_state = self.q_net.burn_in(burn_in_features, initial_state, replay_data.burn_in_lengths)
+            # Burn-in warms the state of both networks, without gradient
+            target_state = self.q_net_target.burn_in_observations(burn_in_obs, initial_state, replay_data.burn_in_lengths)
+            online_state = self.q_net.burn_in_observations(burn_in_obs, initial_state, replay_data.burn_in_lengths)
+            # Target network over the learning steps and the step after them
+            target_features = self.q_net_target.extract_sequence_features(learning_obs)
+            target_q_values, _ = self.q_net_target.q_values_from_features(target_features, target_state)
 
         # The whole window goes through the recurrent layer in one call: (L + 1, batch, n_actions)
         learning_features = self.q_net.extract_sequence_features(learning_obs)

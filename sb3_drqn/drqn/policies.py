@@ -158,6 +158,26 @@ class RecurrentQNetwork(BasePolicy):
         has_burn_in = (lengths > 0).to(self.device).view(1, -1, 1)
         return tuple(th.where(has_burn_in, new, old) for new, old in zip(new_state, state, strict=True))
 
+    def burn_in_observations(self, obs: PyTorchObs, state: RecurrentState, lengths: th.Tensor) -> RecurrentState:
+        """
+        Advance the recurrent state over left-aligned burn-in observations of different lengths: only the valid
+        steps go through the features extractor, then all sequences through the recurrent layer in one call.
+
+        :param obs: Time-major observations ``(max_burn_in, batch, *obs_shape)`` (or a dict of them)
+        :param state: Recurrent state before the first burn-in step
+        :param lengths: ``(batch,)`` number of burn-in steps of each sequence (may be 0), on the CPU
+        :return: The state after each sequence's burn-in
+        """
+        n_steps = next(iter(obs.values())).shape[0] if isinstance(obs, dict) else obs.shape[0]
+        if n_steps == 0 or not bool((lengths > 0).any()):
+            return state
+        valid = (th.arange(n_steps)[:, None] < lengths[None, :]).to(self.device)
+        selected: PyTorchObs = {key: value[valid] for key, value in obs.items()} if isinstance(obs, dict) else obs[valid]
+        valid_features = self.extract_features(selected, self.features_extractor)
+        features = valid_features.new_zeros((*valid.shape, valid_features.shape[-1]))
+        features[valid] = valid_features
+        return self.burn_in(features, state, lengths)
+
     def forward(self, obs: PyTorchObs, state: RecurrentState, episode_starts: th.Tensor) -> tuple[th.Tensor, RecurrentState]:
         """
         Q-values of a batch of sequences, resetting the state where an episode starts.
