@@ -373,3 +373,21 @@ def test_automatic_state_storage(space, state_shape, expected):
         1000, space, spaces.Discrete(2), recurrent_state_shape=state_shape, state_stride=1, state_dtype="float32"
     )
     assert (explicit.state_stride, explicit.state_dtype) == (1, "float32")
+
+
+@pytest.mark.parametrize("bad", ["reward", "obs"])
+def test_non_finite_data_is_refused_before_anything_is_stored(bad):
+    buffer = make_buffer(rows=6, n_envs=2, sequence_length=2, burn_in=0)
+    recorder = Recorder(buffer, 2)
+    recorder.add([False, False], [False, False])
+    obs, reward = np.zeros((2, 3), np.float32), np.zeros(2, np.float32)
+    if bad == "reward":
+        reward[1] = np.nan
+    else:
+        obs[1, 2] = np.inf
+    state = (np.zeros((1, 2, 2), np.float32),) * 2
+    with pytest.raises(ValueError, match=f"Non-finite {'reward' if bad == 'reward' else 'observation'}.*env\\(s\\) \\[1\\]"):
+        buffer.add(obs, obs, np.zeros(2), reward, np.zeros(2), [{}, {}], recurrent_state=state)
+    assert buffer.pos == 1
+    recorder.add([False, False], [False, False])
+    assert buffer.pos == 2 and as_rows(window(buffer, 0, 1).mask) == [1, 0]

@@ -255,6 +255,30 @@ def test_load_for_prediction_with_a_tiny_buffer(tmp_path):
     assert np.array_equal(loaded.predict(obs, deterministic=True)[0], model.predict(obs, deterministic=True)[0])
 
 
+class NanRewardAt(gym.Wrapper):
+    def __init__(self, env: gym.Env, step: int):
+        super().__init__(env)
+        self.nan_step, self.count = step, 0
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        self.count += 1
+        return obs, (np.nan if self.count == self.nan_step else reward), terminated, truncated, info
+
+
+def test_nan_reward_raises_and_the_model_stays_usable(tmp_path):
+    env = NanRewardAt(CueMemoryEnv(), step=120)
+    model = RecurrentDQN("MlpLstmPolicy", env, policy_kwargs=dict(lstm_hidden_size=8), **SMALL)
+    with pytest.raises(ValueError, match="Non-finite reward"):
+        model.learn(300)
+    stored = model.replay_buffer.size()
+    assert stored == 119 and np.all(np.isfinite(model.replay_buffer.rewards[:stored]))
+    model.save(tmp_path / "model.zip")
+    model.set_env(DummyVecEnv([CueMemoryEnv]))
+    model.learn(100)
+    assert np.all(np.isfinite([p.detach().numpy().sum() for p in model.policy.parameters()]))
+
+
 def test_load_with_mismatched_env_raises(tmp_path):
     model = RecurrentDQN("MlpLstmPolicy", CueMemoryEnv(), buffer_size=100, seed=0)
     model.save(tmp_path / "model.zip")

@@ -204,6 +204,20 @@ class RecurrentReplayBuffer(ReplayBuffer):
         """
         self._next_episode_steps[:] = 0
 
+    def _check_finite(self, obs: ObsArray, reward: np.ndarray) -> None:
+        """Refuse NaN or infinite rewards and (float) observations before anything is stored."""
+        reward = np.asarray(reward, dtype=np.float64).reshape(-1)
+        if not np.all(np.isfinite(reward)):
+            envs = np.flatnonzero(~np.isfinite(reward)).tolist()
+            raise ValueError(f"Non-finite reward(s) {reward[envs].tolist()} from env(s) {envs}: nothing was stored.")
+        arrays = obs.items() if isinstance(obs, dict) else [("", obs)]
+        for key, array in arrays:
+            array = np.asarray(array)
+            if np.issubdtype(array.dtype, np.floating) and not np.all(np.isfinite(array)):
+                envs = np.flatnonzero(~np.isfinite(array.reshape(self.n_envs, -1)).all(axis=1)).tolist()
+                where = f" (key {key!r})" if key else ""
+                raise ValueError(f"Non-finite observation{where} from env(s) {envs}: nothing was stored.")
+
     def add(  # type: ignore[override]
         self,
         obs: ObsArray,
@@ -228,6 +242,7 @@ class RecurrentReplayBuffer(ReplayBuffer):
         """
         row = self.pos
         done = np.asarray(done, dtype=bool).reshape(self.n_envs)
+        self._check_finite(obs, reward)
         if self.recurrent_states is not None:
             if recurrent_state is None:
                 raise ValueError("This buffer stores recurrent states: pass the actor's `recurrent_state` to add().")
