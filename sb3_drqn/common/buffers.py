@@ -435,21 +435,24 @@ class RecurrentReplayBuffer(ReplayBuffer):
         terminations = self.dones[step_rows, step_envs] & ~self.timeouts[step_rows, step_envs]
         rewards = self._normalize_reward(self.rewards[step_rows, step_envs], env)
 
+        # Host-to-device copies: one for the per-step arrays, one for the states, one for the observations
+        per_step = np.stack([self.actions[step_rows, step_envs], rewards, terminations, mask]).astype(np.float32)
+        actions, rewards_tensor, terminations_tensor, mask_tensor = self.to_torch(per_step)
         if self.recurrent_states is not None:
             first_rows = (oldest + first_offsets) % self.buffer_size
             stored = self.recurrent_states[first_rows // self.state_stride, env_indices].astype(np.float32)
             stored *= use_stored[:, None, None, None]
             # (batch, n_components, n_layers, hidden) -> n_components x (n_layers, batch, hidden)
-            recurrent_states = tuple(self.to_torch(component) for component in stored.transpose(1, 2, 0, 3))
+            recurrent_states = tuple(self.to_torch(stored.transpose(1, 2, 0, 3)))
         else:
             recurrent_states = ()
 
         return RecurrentReplayBufferSamples(
             observations=self._obs_to_torch(self._normalize_obs(observations, env)),
-            actions=self.to_torch(self.actions[step_rows, step_envs]),
-            rewards=self.to_torch(rewards.astype(np.float32)),
-            terminations=self.to_torch(terminations.astype(np.float32)),
-            mask=self.to_torch(mask.astype(np.float32)),
+            actions=actions.long(),
+            rewards=rewards_tensor,
+            terminations=terminations_tensor,
+            mask=mask_tensor,
             burn_in_lengths=th.as_tensor(burn_in_lengths),
             recurrent_states=recurrent_states,
         )
