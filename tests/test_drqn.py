@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch as th
 from stable_baselines3 import DQN
-from stable_baselines3.common.callbacks import EvalCallback
+from stable_baselines3.common.callbacks import BaseCallback, EvalCallback
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.envs import FakeImageEnv, SimpleMultiObsEnv
 from stable_baselines3.common.evaluation import evaluate_policy
@@ -77,14 +77,32 @@ def test_vec_env_evaluate_policy_and_eval_callback():
     assert model._last_recurrent_state[0].shape == (1, 2, 16)
 
 
-def test_stored_states_are_the_states_the_actor_had():
+class InterruptAt(BaseCallback):
+    def __init__(self, step: int):
+        super().__init__()
+        self.interrupt_step = step
+
+    def _on_step(self) -> bool:
+        if self.num_timesteps == self.interrupt_step:
+            raise KeyboardInterrupt
+        return True
+
+
+@pytest.mark.parametrize("interrupted", [False, True])
+def test_stored_states_are_the_states_the_actor_had(interrupted):
     # No learning happens (learning_starts > steps), so the weights stay fixed and the states can be recomputed
     env = make_vec_env(CueMemoryEnv, n_envs=2, seed=0, env_kwargs=dict(delay=4))
     model = RecurrentDQN(
         "MlpLstmPolicy", env, learning_starts=10_000, buffer_size=200, policy_kwargs=dict(lstm_hidden_size=6), seed=0
     )
     model.exploration_rate = 0.5
-    model.learn(60)
+    if interrupted:
+        # Interrupted after the env stepped but before the step was stored: resuming stays consistent
+        with pytest.raises(KeyboardInterrupt):
+            model.learn(60, callback=InterruptAt(24))
+        model.learn(36, reset_num_timesteps=False)
+    else:
+        model.learn(60)
     buffer = model.replay_buffer
     for env_idx in range(2):
         state = model.policy.q_net.initial_state(1)
@@ -99,7 +117,8 @@ def test_stored_states_are_the_states_the_actor_had():
                 _, state = model.q_net(obs, state, th.zeros(1))
     # Episodes of CueMemoryEnv last delay + 1 = 5 steps
     assert set(np.unique(buffer.episode_steps[: buffer.pos])) == {0, 1, 2, 3, 4}
-    assert buffer.dones[: buffer.pos].sum() == 2 * (60 // 2 // 5)
+    if not interrupted:
+        assert buffer.dones[: buffer.pos].sum() == 2 * (60 // 2 // 5)
 
 
 def test_epsilon_is_drawn_per_env():

@@ -188,9 +188,10 @@ class RecurrentDQN(OffPolicyAlgorithm):
         self.double_q = double_q
         # "epsilon" for the epsilon-greedy exploration
         self.exploration_rate = 0.0
-        # Recurrent state of the actor, one per env, and the state it had before the current step
+        # Recurrent state of the actor, one per env (consistent with `_last_obs`), and its state after the step
+        # being taken, committed only once that step is stored (an interrupted step leaves both unchanged)
         self._last_recurrent_state: NumpyRecurrentState | None = None
-        self._recurrent_state_before_step: NumpyRecurrentState | None = None
+        self._next_recurrent_state: NumpyRecurrentState | None = None
 
         if env is not None:
             self._check_env_compatibility(self.action_space, self.n_envs)
@@ -396,9 +397,7 @@ class RecurrentDQN(OffPolicyAlgorithm):
         :return: The actions to take, twice (actions to execute, actions to store)
         """
         assert self._last_obs is not None, "self._last_obs was not set"
-        greedy_actions, next_state = self.policy.predict(self._last_obs, self._last_recurrent_state)
-        self._recurrent_state_before_step = self._last_recurrent_state
-        self._last_recurrent_state = next_state
+        greedy_actions, self._next_recurrent_state = self.policy.predict(self._last_obs, self._last_recurrent_state)
         if self.num_timesteps < learning_starts:
             explore = np.ones(n_envs, dtype=bool)
         else:
@@ -462,16 +461,17 @@ class RecurrentDQN(OffPolicyAlgorithm):
             reward_,
             dones,
             infos,
-            recurrent_state=self._recurrent_state_before_step,
+            recurrent_state=self._last_recurrent_state,
         )
 
         self._last_obs = new_obs  # type: ignore[assignment]
         if self._vec_normalize_env is not None:
             self._last_original_obs = new_obs_  # type: ignore[assignment]
-        # The next observation of a done env starts a new episode
-        if self._last_recurrent_state is not None and np.any(dones):
-            done_envs = np.asarray(dones, dtype=bool)
-            keep = ~done_envs[None, :, None]
+        # Commit the state after the step; the next observation of a done env starts a new episode
+        assert self._next_recurrent_state is not None
+        self._last_recurrent_state = self._next_recurrent_state
+        if np.any(dones):
+            keep = ~np.asarray(dones, dtype=bool)[None, :, None]
             self._last_recurrent_state = tuple(component * keep for component in self._last_recurrent_state)
 
     def _initial_window_state(self, replay_data: RecurrentReplayBufferSamples) -> RecurrentState:
@@ -658,7 +658,7 @@ class RecurrentDQN(OffPolicyAlgorithm):
         self.replay_buffer = buffer
 
     def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "q_net", "q_net_target", "_recurrent_state_before_step"]
+        return [*super()._excluded_save_params(), "q_net", "q_net_target", "_next_recurrent_state"]
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
         state_dicts = ["policy", "policy.optimizer"]
