@@ -198,8 +198,10 @@ class RecurrentQNetwork(BasePolicy):
         features = self.extract_sequence_features(obs)
         episode_starts = episode_starts.to(features.dtype)
         # Cut points: the first step, and every later step where an env starts an episode
-        later_starts = th.nonzero(episode_starts[1:].any(dim=1)).flatten() + 1
-        cuts = [0, *later_starts.tolist(), features.shape[0]]
+        cuts = [0, features.shape[0]]
+        if features.shape[0] > 1:
+            later_starts = th.nonzero(episode_starts[1:].any(dim=1)).flatten() + 1
+            cuts = [0, *later_starts.tolist(), features.shape[0]]
         q_values = []
         for begin, end in itertools.pairwise(cuts):
             keep = (1.0 - episode_starts[begin]).view(1, -1, 1)
