@@ -41,6 +41,7 @@ from sb3_drqn.common.buffers import RecurrentReplayBuffer
 
 FRAME = (1, 84, 84)
 FRAME_BYTES = int(np.prod(FRAME))  # 7056
+MEMORY_KINDS = ("dqn_stack4", "dqn_stack4_optimized", "drqn_default", "drqn_exact_states")
 LSTM = 512
 EPISODE_LENGTH = 1000  # typical order of an Atari episode, in agent steps
 RESULTS = Path(__file__).parent / "results"
@@ -79,7 +80,8 @@ def _fill_in_subprocess(kind: str, n_transitions: int, queue: Any) -> None:
     action_space = spaces.Discrete(6)
     before = rss_bytes()
     if kind.startswith("drqn"):
-        stride, dtype = {"drqn": (1, "float32"), "drqn_stride8_fp16": (8, "float16")}[kind]
+        # default: "auto" storage (float16 states every 8th step for these frames); exact: every step, float32
+        stride, dtype = {"drqn_default": ("auto", "auto"), "drqn_exact_states": (1, "float32")}[kind]
         buffer: ReplayBuffer = RecurrentReplayBuffer(
             n_transitions,
             spaces.Box(0, 255, FRAME, np.uint8),
@@ -118,20 +120,25 @@ def _fill_in_subprocess(kind: str, n_transitions: int, queue: Any) -> None:
 
 
 def _construct_model_in_subprocess(algo: str, queue: Any) -> None:
+    """Resident cost of a model with a 1e6 buffer, minus that of the same model with a 1e3 buffer."""
     th.set_num_threads(1)
     env = image_env(frame_stack=4 if algo == "dqn" else 1)
-    before = rss_bytes()
-    if algo == "dqn":
-        DQN(
-            "CnnPolicy",
-            env,
-            buffer_size=1_000_000,
-            optimize_memory_usage=True,
-            replay_buffer_kwargs=dict(handle_timeout_termination=False),
-        )
-    else:
-        RecurrentDQN("CnnLstmPolicy", env, buffer_size=1_000_000, policy_kwargs=dict(lstm_hidden_size=LSTM))
-    queue.put({"model_construct_bytes": rss_bytes() - before})
+    costs = []
+    for buffer_size in (1_000, 1_000_000):
+        before = rss_bytes()
+        if algo == "dqn":
+            model: Any = DQN(
+                "CnnPolicy",
+                env,
+                buffer_size=buffer_size,
+                optimize_memory_usage=True,
+                replay_buffer_kwargs=dict(handle_timeout_termination=False),
+            )
+        else:
+            model = RecurrentDQN("CnnLstmPolicy", env, buffer_size=buffer_size, policy_kwargs=dict(lstm_hidden_size=LSTM))
+        costs.append(rss_bytes() - before)
+        del model
+    queue.put({"model_construct_bytes": costs[1] - costs[0]})
 
 
 def _report_errors(target: Any, args: tuple, queue: Any) -> None:
@@ -154,7 +161,7 @@ def run_in_subprocess(target: Any, *args: Any) -> dict[str, Any]:
 
 def measure_memory(n_transitions: int) -> dict[str, dict[str, float]]:
     results = {}
-    for kind in ("dqn_stack4", "dqn_stack4_optimized", "drqn", "drqn_stride8_fp16"):
+    for kind in MEMORY_KINDS:
         results[kind] = run_in_subprocess(_fill_in_subprocess, kind, n_transitions)
     for algo in ("dqn", "drqn"):
         results[f"{algo}_model_1e6"] = run_in_subprocess(_construct_model_in_subprocess, algo)
@@ -165,10 +172,12 @@ def measure_memory(n_transitions: int) -> dict[str, dict[str, float]]:
 # 2. and 3. Update and acting cost
 
 
-def make_drqn(sequence_length: int = 10, burn_in: int = 0, batch_size: int = 32, **kwargs: Any) -> RecurrentDQN:
+def make_drqn(
+    sequence_length: int = 10, burn_in: int = 0, batch_size: int = 32, n_envs: int = 1, **kwargs: Any
+) -> RecurrentDQN:
     return RecurrentDQN(
         "CnnLstmPolicy",
-        image_env(),
+        image_env(n_envs),
         buffer_size=20_000,
         batch_size=batch_size,
         sequence_length=sequence_length,
@@ -183,10 +192,10 @@ def make_drqn(sequence_length: int = 10, burn_in: int = 0, batch_size: int = 32,
     )
 
 
-def make_dqn(batch_size: int = 320) -> DQN:
+def make_dqn(batch_size: int = 320, n_envs: int = 1) -> DQN:
     return DQN(
         "CnnPolicy",
-        image_env(frame_stack=4),
+        image_env(n_envs, frame_stack=4),
         buffer_size=20_000,
         batch_size=batch_size,
         learning_starts=0,
@@ -208,23 +217,26 @@ def time_call(fn: Any, n: int) -> float:
 
 
 def measure_speed(repeats: int, fill_steps: int) -> dict[str, Any]:
-    models = {
+    models: dict[str, Any] = {
         "dqn": make_dqn(),
         "drqn_burn0": make_drqn(burn_in=0),
         "drqn_burn10": make_drqn(burn_in=10),
     }
-    for model in models.values():
+    acting_only = {"dqn_4envs": make_dqn(n_envs=4), "drqn_4envs": make_drqn(n_envs=4)}
+    for model in [*models.values(), *acting_only.values()]:
         model.learn(fill_steps)  # fills the buffer: acting only (gradient_steps=0)
     act_steps = 200
     update_times: dict[str, list[float]] = {name: [] for name in models}
-    act_times: dict[str, list[float]] = {name: [] for name in models}
+    act_times: dict[str, list[float]] = {name: [] for name in [*models, *acting_only]}
     for _ in range(repeats):  # interleaved, so that load on the machine hits all alike
         for name, model in models.items():
             batch = model.batch_size
             update_times[name].append(time_call(lambda m=model, b=batch: m.train(gradient_steps=1, batch_size=b), 5))
+        for name, model in [*models.items(), *acting_only.items()]:
             start = time.perf_counter()
-            model.learn(act_steps, reset_num_timesteps=False)
-            act_times[name].append((time.perf_counter() - start) / act_steps)
+            model.learn(act_steps * model.n_envs, reset_num_timesteps=False)
+            # per env step: one call to env.step() steps n_envs envs
+            act_times[name].append((time.perf_counter() - start) / act_steps / model.n_envs)
     update = {name: statistics.median(values) for name, values in update_times.items()}
     act = {name: statistics.median(values) for name, values in act_times.items()}
     return {
@@ -233,6 +245,7 @@ def measure_speed(repeats: int, fill_steps: int) -> dict[str, Any]:
         "update_ratio_burn0_vs_dqn": update["drqn_burn0"] / update["dqn"],
         "burn_in10_extra": update["drqn_burn10"] / update["drqn_burn0"] - 1.0,
         "act_ratio_vs_dqn": act["drqn_burn0"] / act["dqn"],
+        "act_ratio_vs_dqn_4envs": act["drqn_4envs"] / act["dqn_4envs"],
     }
 
 
@@ -281,7 +294,7 @@ def main() -> None:
         print(f"\n## Replay memory per stored transition (84x84 frames, {args.transitions} transitions, RSS)\n")
         print("| buffer | bytes / transition | x one frame (7,056 B) |")
         print("|---|---|---|")
-        for kind in ("dqn_stack4", "dqn_stack4_optimized", "drqn", "drqn_stride8_fp16"):
+        for kind in MEMORY_KINDS:
             per = memory[kind]["bytes_per_transition"]
             print(f"| {kind} | {per:,.0f} | {per / FRAME_BYTES:.3f} |")
         for algo in ("dqn", "drqn"):
@@ -290,7 +303,7 @@ def main() -> None:
                 print(f"\nconstructing {algo} with buffer_size=1e6 failed: {outcome['error']}")
             else:
                 resident = outcome["model_construct_bytes"] / 2**20
-                print(f"\nconstructing {algo} with buffer_size=1e6: {resident:.1f} MiB resident")
+                print(f"\nconstructing {algo} with buffer_size=1e6: {resident:.1f} MiB more resident than with 1e3")
 
     if "speed" not in args.skip:
         speed = measure_speed(repeats, fill_steps=1000 if args.quick else 3000)
@@ -305,6 +318,7 @@ def main() -> None:
         print(f"\nupdate ratio DRQN/DQN: {speed['update_ratio_burn0_vs_dqn']:.2f} (goal <= 1.3)")
         print(f"burn-in 10 adds: {speed['burn_in10_extra'] * 100:.0f}% (goal <= 55%)")
         print(f"acting ratio DRQN/DQN: {speed['act_ratio_vs_dqn']:.2f} (goal <= 1.3)")
+        print(f"acting ratio DRQN/DQN with 4 envs: {speed['act_ratio_vs_dqn_4envs']:.2f}")
 
     if "scaling" not in args.skip:
         scaling = measure_scaling(args.quick, max(repeats // 2, 2))
