@@ -282,11 +282,15 @@ def main() -> None:
     parser.add_argument("--transitions", type=int, default=50_000, help="transitions stored for the memory figure")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--skip", nargs="*", default=[], choices=["memory", "speed", "scaling"], help="parts to skip")
+    parser.add_argument("--profile-acting", action="store_true", help="print where acting time goes (cProfile)")
     parser.add_argument("--out", type=Path, default=RESULTS / "throughput.json")
     args = parser.parse_args()
     th.set_num_threads(args.threads)
     repeats = args.repeats or (3 if args.quick else 7)
     results: dict[str, Any] = {"torch": th.__version__, "threads": args.threads, "repeats": repeats, "device": "cpu"}
+
+    if args.profile_acting:
+        profile_acting()
 
     if "memory" not in args.skip:
         memory = measure_memory(args.transitions // (5 if args.quick else 1))
@@ -336,6 +340,28 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2))
     print(f"\nwrote {args.out}")
+
+
+def profile_acting(n_steps: int = 1000) -> None:
+    """Print the functions where DRQN and DQN spend their acting time (one env, exploration off)."""
+    import cProfile
+    import pstats
+
+    for name, model in (("dqn", make_dqn()), ("drqn", make_drqn())):
+        model.learn(200)
+        profiler = cProfile.Profile()
+        profiler.enable()
+        model.learn(n_steps, reset_num_timesteps=False)
+        profiler.disable()
+        stats = pstats.Stats(profiler)
+        total = stats.total_tt  # type: ignore[attr-defined]
+        print(f"\n## Acting profile: {name}, {total / n_steps * 1e3:.2f} ms per step\n")
+        print("| function | ms per step | share |")
+        print("|---|---|---|")
+        rows = sorted(stats.stats.items(), key=lambda item: item[1][2], reverse=True)  # type: ignore[attr-defined]
+        for (filename, line, function), (_, _, own_time, _, _) in rows[:8]:
+            where = f"{Path(filename).name}:{line}({function})" if line else function
+            print(f"| `{where}` | {own_time / n_steps * 1e3:.3f} | {own_time / total:.0%} |")
 
 
 def plot_scaling(scaling: list[dict[str, float]]) -> None:
