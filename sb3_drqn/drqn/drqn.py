@@ -389,7 +389,8 @@ class RecurrentDQN(OffPolicyAlgorithm):
     ) -> tuple[np.ndarray, np.ndarray]:
         """
         Epsilon-greedy actions per env. The recurrent state advances on every step, also during warm-up and
-        when a random action is taken; the state before the step is kept for the replay buffer.
+        when a random action is taken; the state after the step is held until :meth:`_store_transition`
+        stores the step (with the state before it) and commits it.
 
         :param learning_starts: Number of steps before learning for the warm-up phase (random actions).
         :param action_noise: Unused (no action noise for DQN)
