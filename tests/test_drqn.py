@@ -346,6 +346,7 @@ def test_predict_and_evaluation_never_touch_the_training_state():
         (dict(burn_in=-1), "burn_in"),
         (dict(batch_size=0), "batch_size"),
         (dict(recurrent_init="random"), "recurrent_init"),
+        (dict(n_steps=0), "n_steps"),
         (dict(optimize_memory_usage=True), "optimize_memory_usage"),
         (dict(buffer_size=10, sequence_length=10), "buffer_size"),
         (dict(buffer_size=16, sequence_length=8, burn_in=8), "buffer_size"),

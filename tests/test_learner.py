@@ -78,9 +78,10 @@ def test_targets_and_loss_match_hand_computation(rnn_type, double_q):
                 not_terminal = 1.0 - batch.terminations[k, window]
                 y = batch.rewards[k, window] + GAMMA * not_terminal * next_value
                 q = online[k, batch.actions[k, window]]
-                assert target[k, window].item() == pytest.approx(y.item(), abs=1e-5)
                 assert current[k, window].item() == pytest.approx(q.item(), abs=1e-5)
                 if batch.mask[k, window]:
+                    # targets only mean something at valid steps
+                    assert target[k, window].item() == pytest.approx(y.item(), abs=1e-5)
                     expected_losses.append(th.nn.functional.smooth_l1_loss(q, y).item())
                     n_valid += 1
     assert loss.item() == pytest.approx(sum(expected_losses) / n_valid, abs=1e-5)
@@ -158,3 +159,43 @@ def test_train_logs_dqn_keys_and_updates_online_net_only():
         assert key in model.logger.name_to_value, key
     assert 0.0 < model.logger.name_to_value["train/valid_step_fraction"] <= 1.0
     assert np.isfinite(model.logger.name_to_value["train/loss"])
+
+
+@pytest.mark.parametrize("n_steps", [1, 2, 3, 5])
+def test_n_step_targets_match_hand_computation(n_steps):
+    model = RecurrentDQN(
+        "MlpLstmPolicy", CueMemoryEnv(), gamma=GAMMA, n_steps=n_steps, sequence_length=4, buffer_size=100, seed=0
+    )
+    # Four windows of 4 learning steps: a full run; a termination at step 1; a truncation at step 2 (the episode
+    # ends, the successor is the final observation: bootstraps); only the first two steps known (newest step)
+    rewards = th.tensor([[1.0, 2.0, 3.0, 4.0], [1.0, 2.0, 0.0, 0.0], [1.0, 2.0, 3.0, 0.0], [1.0, 2.0, 0.0, 0.0]]).T
+    terminations = th.tensor([[0.0, 0, 0, 0], [0, 1, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]]).T
+    mask = th.tensor([[1.0, 1, 1, 1], [1, 1, 0, 0], [1, 1, 1, 0], [1, 1, 0, 0]]).T
+    next_q = th.tensor([[10.0, 20, 30, 40], [10, 20, 30, 40], [10, 20, 30, 40], [10, 20, 30, 40]]).T
+    batch = RecurrentReplayBufferSamples(
+        observations=th.zeros(5, 4, 3),
+        actions=th.zeros(4, 4, dtype=th.long),
+        rewards=rewards,
+        terminations=terminations,
+        mask=mask,
+        burn_in_lengths=th.zeros(4, dtype=th.long),
+        recurrent_states=(),
+    )
+    targets = model._n_step_targets(batch, next_q)
+    for window in range(4):
+        valid = [bool(mask[k, window]) for k in range(4)]
+        for k in range(4):
+            if not valid[k]:
+                continue
+            total, m = 0.0, 0
+            while m < n_steps and k + m < 4 and valid[k + m]:
+                total += GAMMA**m * rewards[k + m, window].item()
+                m += 1
+            last = k + m - 1
+            total += GAMMA**m * (1 - terminations[last, window].item()) * next_q[last, window].item()
+            assert targets[k, window].item() == pytest.approx(total, abs=1e-5), (window, k)
+    # spot checks written out: a 3-step return inside the first window, and the terminated one
+    if n_steps == 3:
+        assert targets[0, 0].item() == pytest.approx(1 + GAMMA * 2 + GAMMA**2 * 3 + GAMMA**3 * 30, abs=1e-5)
+        assert targets[0, 1].item() == pytest.approx(1 + GAMMA * 2, abs=1e-5)
+        assert targets[1, 2].item() == pytest.approx(2 + GAMMA * 3 + GAMMA**2 * 30, abs=1e-5)

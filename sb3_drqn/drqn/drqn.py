@@ -75,6 +75,9 @@ class RecurrentDQN(OffPolicyAlgorithm):
         (R2D2: 40); clipped at the episode start, where the state is exactly zero
     :param recurrent_init: Recurrent state at the start of each window's burn-in: ``"stored"``, the state the
         actor had (R2D2), or ``"zero"`` (the DRQN paper's bootstrapped random updates)
+    :param n_steps: Length of the n-step returns (R2D2: 5), computed inside each sampled window: a return stops
+        at the end of the episode (a termination does not bootstrap, a truncation does) and at the window's last
+        learning step, and bootstraps from the step after it with the matching power of ``gamma``
     :param double_q: Use double Q-learning targets: action chosen by the online network, valued by the target
     :param stats_window_size: Window size for the rollout logging, specifying the number of episodes to average
         the reported success rate, mean episode length, and mean reward over
@@ -124,6 +127,7 @@ class RecurrentDQN(OffPolicyAlgorithm):
         sequence_length: int = 10,
         burn_in: int = 0,
         recurrent_init: str = "stored",
+        n_steps: int = 1,
         double_q: bool = True,
         stats_window_size: int = 100,
         tensorboard_log: str | None = None,
@@ -139,6 +143,7 @@ class RecurrentDQN(OffPolicyAlgorithm):
             sequence_length=sequence_length,
             burn_in=burn_in,
             recurrent_init=recurrent_init,
+            n_steps=n_steps,
             optimize_memory_usage=optimize_memory_usage,
             replay_buffer_class=replay_buffer_class,
             gamma=gamma,
@@ -186,6 +191,7 @@ class RecurrentDQN(OffPolicyAlgorithm):
         self.burn_in = burn_in
         self.recurrent_init = recurrent_init
         self.double_q = double_q
+        self.n_steps = n_steps
         # "epsilon" for the epsilon-greedy exploration
         self.exploration_rate = 0.0
         # Recurrent state of the actor, one per env (consistent with `_last_obs`), and its state after the step
@@ -215,6 +221,7 @@ class RecurrentDQN(OffPolicyAlgorithm):
         require(is_int(kwargs["sequence_length"]) and kwargs["sequence_length"] >= 1, "sequence_length", "an integer >= 1")
         require(is_int(kwargs["burn_in"]) and kwargs["burn_in"] >= 0, "burn_in", "an integer >= 0")
         require(kwargs["recurrent_init"] in RECURRENT_INITS, "recurrent_init", f"one of {RECURRENT_INITS}")
+        require(is_int(kwargs["n_steps"]) and kwargs["n_steps"] >= 1, "n_steps", "an integer >= 1")
         if kwargs["optimize_memory_usage"]:
             raise ValueError(
                 "optimize_memory_usage=True is not supported and not needed: RecurrentDQN's sequence replay buffer "
@@ -520,12 +527,44 @@ class RecurrentDQN(OffPolicyAlgorithm):
                 next_q_values = th.gather(target_q_values[1:], dim=-1, index=next_actions).squeeze(-1)
             else:
                 next_q_values = target_q_values[1:].max(dim=-1).values
-            target = replay_data.rewards + (1.0 - replay_data.terminations) * self.gamma * next_q_values
+            target = self._n_step_targets(replay_data, next_q_values)
 
         current_q_values = th.gather(q_values[:-1], dim=-1, index=replay_data.actions.long().unsqueeze(-1)).squeeze(-1)
         per_step_loss = F.smooth_l1_loss(current_q_values, target, reduction="none")
         loss = (per_step_loss * replay_data.mask).sum() / replay_data.mask.sum().clamp(min=1.0)
         return loss, current_q_values, target
+
+    def _n_step_targets(self, replay_data: RecurrentReplayBufferSamples, next_q_values: th.Tensor) -> th.Tensor:
+        """
+        n-step targets of every learning step of the windows (``n_steps=1``: the one-step TD target).
+
+        The return of step ``k`` sums the discounted rewards of the valid steps ``k .. k + m - 1``, where ``m`` is
+        ``n_steps`` or less: it stops after the last valid step of the run that starts at ``k`` (the episode's
+        end, the window's end, or the newest stored step), then bootstraps from the value of the step after it,
+        ``gamma ** m * (1 - terminated) * next_q_values[k + m - 1]``.
+
+        :param replay_data: The windows (rewards, terminations, mask: ``(L, batch)``)
+        :param next_q_values: ``(L, batch)`` value of the step after each learning step
+        :return: ``(L, batch)`` targets (meaningless where the mask is 0)
+        """
+
+        def shifted(tensor: th.Tensor, steps: int) -> th.Tensor:
+            # tensor[k + steps] at row k, zeros past the window
+            return th.cat([tensor[steps:], tensor.new_zeros((min(steps, tensor.shape[0]), *tensor.shape[1:]))])
+
+        mask = replay_data.mask
+        returns = th.zeros_like(replay_data.rewards)
+        bootstrap = th.zeros_like(replay_data.rewards)
+        run = th.ones_like(mask)
+        for i in range(self.n_steps):
+            # run: steps k .. k + i are all valid
+            run = run * shifted(mask, i)
+            returns = returns + (self.gamma**i) * run * shifted(replay_data.rewards, i)
+            next_valid = shifted(mask, i + 1) if i < self.n_steps - 1 else th.zeros_like(mask)
+            last = run * (1.0 - next_valid)
+            not_terminal = 1.0 - shifted(replay_data.terminations, i)
+            bootstrap = bootstrap + last * (self.gamma ** (i + 1)) * not_terminal * shifted(next_q_values, i)
+        return returns + bootstrap
 
     def train(self, gradient_steps: int, batch_size: int = 32) -> None:
         # Switch to train mode (this affects batch norm / dropout)
