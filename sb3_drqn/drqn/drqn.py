@@ -247,11 +247,15 @@ class RecurrentDQN(OffPolicyAlgorithm):
         """The smallest ``buffer_size`` whose env columns hold one window (burn-in, learning steps, successor)."""
         return n_envs * (self.sequence_length + self.burn_in + 1)
 
-    def _check_env_compatibility(self, action_space: spaces.Space, n_envs: int) -> None:
+    @staticmethod
+    def _check_action_space(action_space: spaces.Space) -> None:
         if not isinstance(action_space, spaces.Discrete):
             raise ValueError(
                 f"RecurrentDQN supports only Discrete action spaces (the env's action space), got {action_space}."
             )
+
+    def _check_env_compatibility(self, action_space: spaces.Space, n_envs: int) -> None:
+        self._check_action_space(action_space)
         if self.buffer_size < self._min_buffer_size(n_envs):
             raise ValueError(
                 f"buffer_size={self.buffer_size} is too small to hold one sequence: with n_envs={n_envs}, each env keeps "
@@ -260,8 +264,7 @@ class RecurrentDQN(OffPolicyAlgorithm):
             )
 
     def _setup_model(self) -> None:
-        if not isinstance(self.action_space, spaces.Discrete):
-            raise ValueError(f"RecurrentDQN supports only Discrete action spaces, got {self.action_space}.")
+        self._check_action_space(self.action_space)
         buffer_size = self.buffer_size
         if buffer_size < self._min_buffer_size(self.n_envs):
             # Only reachable through load(..., buffer_size=...) (the constructor rejects it), e.g. buffer_size=1 to
