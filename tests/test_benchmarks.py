@@ -10,20 +10,22 @@ import pytest
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
 
+def run_benchmark(script: str, *args: str) -> None:
+    """Run ``benchmarks/<script>`` with ``args`` in a fresh interpreter; it must exit cleanly."""
+    result = subprocess.run([sys.executable, str(BENCHMARKS / script), *args], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
 @pytest.mark.slow
 def test_cartpole_novel_benchmark_runs(tmp_path):
     out = tmp_path / "cartpole_novel.json"
-    command = [
-        sys.executable,
-        str(BENCHMARKS / "cartpole_novel.py"),
+    run_benchmark(
+        "cartpole_novel.py",
         *("--seeds", "1", "--timesteps", "1200", "--eval-freq", "600", "--eval-episodes", "2"),
         *("--final-eval-episodes", "2", "--n-procs", "1", "--out", str(out), "--plot", str(tmp_path / "curves.png")),
         *("--algos", "drqn", "dqn", "dqn_stack4", "ppo_lstm"),
-    ]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    data = json.loads(out.read_text())
-    text = json.dumps(data)
+    )
+    text = json.dumps(json.loads(out.read_text()))
     for algo in ("drqn", "dqn", "dqn_stack4", "ppo_lstm"):
         assert algo in text
     assert (tmp_path / "curves.png").stat().st_size > 0
@@ -32,13 +34,7 @@ def test_cartpole_novel_benchmark_runs(tmp_path):
 @pytest.mark.slow
 def test_throughput_benchmark_memory_part_runs(tmp_path):
     out = tmp_path / "throughput.json"
-    command = [
-        sys.executable,
-        str(BENCHMARKS / "throughput.py"),
-        *("--quick", "--transitions", "20000", "--skip", "speed", "scaling", "--out", str(out)),
-    ]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
+    run_benchmark("throughput.py", "--quick", "--transitions", "20000", "--skip", "speed", "scaling", "--out", str(out))
     memory = json.loads(out.read_text())["memory"]
     # One frame per transition, plus a small fraction for the stored state
     assert memory["drqn_default"]["bytes_per_transition"] < 1.3 * 7056
