@@ -20,6 +20,52 @@ from torch import nn
 from sb3_drqn.common.type_aliases import NumpyRecurrentState, RecurrentState
 
 RNN_TYPES = {"lstm": nn.LSTM, "gru": nn.GRU}
+# Observation spaces SB3's preprocessing handles (and Dicts of them, with MultiInputLstmPolicy)
+SUPPORTED_OBSERVATION_SPACES = (spaces.Box, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary)
+
+
+def check_observation_space_type(observation_space: spaces.Space) -> None:
+    """
+    Raise a ValueError when SB3's preprocessing cannot handle the observation space.
+
+    :param observation_space: The (possibly Dict) observation space
+    """
+    supported = "Box, Discrete, MultiDiscrete or MultiBinary"
+    if isinstance(observation_space, spaces.Dict):
+        for key, subspace in observation_space.spaces.items():
+            if not isinstance(subspace, SUPPORTED_OBSERVATION_SPACES):
+                raise ValueError(
+                    f"The observation space's entry {key!r} is a {type(subspace).__name__} space ({subspace}), "
+                    f"which is not supported: each Dict entry must be a {supported} space."
+                )
+    elif not isinstance(observation_space, SUPPORTED_OBSERVATION_SPACES):
+        raise ValueError(
+            f"The observation space {observation_space} is not supported: use a {supported} space, or a Dict of them "
+            "with MultiInputLstmPolicy."
+        )
+
+
+def check_observation_space(
+    observation_space: spaces.Space, features_extractor_class: type[BaseFeaturesExtractor], policy_name: str
+) -> None:
+    """
+    Raise a ValueError naming the problem when the observation space cannot be handled by the policy.
+
+    :param observation_space: The (possibly Dict) observation space
+    :param features_extractor_class: The policy's features extractor
+    :param policy_name: The policy's name, for the message
+    """
+    check_observation_space_type(observation_space)
+    is_dict = isinstance(observation_space, spaces.Dict)
+    if is_dict and issubclass(features_extractor_class, FlattenExtractor | NatureCNN):
+        raise ValueError(
+            f"{policy_name} cannot handle the Dict observation space {observation_space}: use MultiInputLstmPolicy."
+        )
+    if not is_dict and issubclass(features_extractor_class, CombinedExtractor):
+        raise ValueError(
+            f"{policy_name} needs a Dict observation space, got {observation_space}: use MlpLstmPolicy "
+            "(or CnnLstmPolicy for images)."
+        )
 
 
 @contextmanager
@@ -281,6 +327,10 @@ class RecurrentDQNPolicy(BasePolicy):
         for name, value in (("lstm_hidden_size", lstm_hidden_size), ("n_lstm_layers", n_lstm_layers)):
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+        if net_arch is not None and not all(isinstance(size, int) and size >= 1 for size in net_arch):
+            raise ValueError(f"net_arch must be a list of positive layer sizes, got {net_arch!r}.")
+        policy_name = "MlpLstmPolicy" if type(self) is RecurrentDQNPolicy else type(self).__name__
+        check_observation_space(observation_space, features_extractor_class, policy_name)
         super().__init__(
             observation_space,
             action_space,
@@ -313,7 +363,15 @@ class RecurrentDQNPolicy(BasePolicy):
 
         :param lr_schedule: Learning rate schedule; ``lr_schedule(1)`` is the initial learning rate
         """
-        self.q_net = self.make_q_net()
+        try:
+            self.q_net = self.make_q_net()
+        except (AssertionError, RuntimeError) as error:
+            # e.g. NatureCNN on vectors or on float images, or images too small for its kernels
+            raise ValueError(
+                f"{type(self).__name__} could not build its features extractor "
+                f"({self.features_extractor_class.__name__}) for the observation space {self.observation_space}: "
+                f"{error}"
+            ) from error
         self.q_net_target = self.make_q_net()
         self.q_net_target.load_state_dict(self.q_net.state_dict())
         self.q_net_target.set_training_mode(False)
