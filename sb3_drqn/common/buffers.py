@@ -1,3 +1,4 @@
+import zlib
 from collections.abc import Callable
 from typing import Any
 
@@ -18,6 +19,19 @@ def _map_obs(fn: Callable[[np.ndarray], np.ndarray], obs: ObsArray) -> ObsArray:
     if isinstance(obs, dict):
         return {key: fn(value) for key, value in obs.items()}
     return fn(obs)
+
+
+def _checksum(value: Any, crc: int = 0) -> int:
+    """CRC-32 of every NumPy array in ``value`` (arrays, and dicts, lists and tuples of them), in a fixed order."""
+    if isinstance(value, np.ndarray) and value.dtype != object:
+        return zlib.crc32(memoryview(np.ascontiguousarray(value)).cast("B"), crc)
+    if isinstance(value, dict):
+        for key in sorted(value, key=str):
+            crc = _checksum(value[key], zlib.crc32(str(key).encode(), crc))
+    elif isinstance(value, list | tuple):
+        for item in value:
+            crc = _checksum(item, crc)
+    return crc
 
 
 def _write_obs(store: ObsArray, index: Any, value: ObsArray) -> None:
@@ -155,6 +169,19 @@ class RecurrentReplayBuffer(ReplayBuffer):
             state_shape = (n_state_rows, self.n_envs, *recurrent_state_shape)
             self.recurrent_states = np.zeros(state_shape, dtype=np.dtype(self.state_dtype))
         self._next_episode_steps = np.zeros(self.n_envs, dtype=np.int32)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # A checksum of the stored data travels with it (save_replay_buffer pickles the buffer): a corrupted file
+        # is refused when loaded instead of being trained on
+        state = self.__dict__.copy()
+        state["_data_checksum"] = _checksum(state)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        expected = state.pop("_data_checksum", None)
+        if expected is not None and _checksum(state) != expected:
+            raise ValueError("the replay buffer's data is corrupted (its checksum does not match).")
+        self.__dict__.update(state)
 
     @staticmethod
     def _compact_state_storage(

@@ -1,8 +1,10 @@
 import io
 import pathlib
 import pickle
+import random
 import warnings
 import zipfile
+from collections.abc import Iterable
 from copy import deepcopy
 from typing import Any, ClassVar, TypeVar
 
@@ -21,7 +23,14 @@ from torch.nn import functional as F
 
 from sb3_drqn.common.buffers import RecurrentReplayBuffer
 from sb3_drqn.common.type_aliases import NumpyRecurrentState, RecurrentReplayBufferSamples, RecurrentState
-from sb3_drqn.drqn.policies import CnnLstmPolicy, MlpLstmPolicy, MultiInputLstmPolicy, RecurrentDQNPolicy, RecurrentQNetwork
+from sb3_drqn.drqn.policies import (
+    CnnLstmPolicy,
+    MlpLstmPolicy,
+    MultiInputLstmPolicy,
+    RecurrentDQNPolicy,
+    RecurrentQNetwork,
+    check_observation_space_type,
+)
 
 SelfRecurrentDQN = TypeVar("SelfRecurrentDQN", bound="RecurrentDQN")
 
@@ -152,7 +161,16 @@ class RecurrentDQN(OffPolicyAlgorithm):
             exploration_fraction=exploration_fraction,
             exploration_initial_eps=exploration_initial_eps,
             exploration_final_eps=exploration_final_eps,
+            learning_rate=learning_rate,
+            learning_starts=learning_starts,
+            train_freq=train_freq,
+            gradient_steps=gradient_steps,
+            max_grad_norm=max_grad_norm,
+            stats_window_size=stats_window_size,
         )
+        if env is not None and not isinstance(env, str):
+            # Before SB3 wraps the env (its VecEnv would fail with an obscure error on such spaces)
+            check_observation_space_type(env.observation_space)
         super().__init__(
             policy,
             env,
@@ -216,6 +234,13 @@ class RecurrentDQN(OffPolicyAlgorithm):
         def is_int(value: Any) -> bool:
             return isinstance(value, int | np.integer) and not isinstance(value, bool)
 
+        def is_number(value: Any) -> bool:
+            return (
+                isinstance(value, int | float | np.integer | np.floating)
+                and not isinstance(value, bool)
+                and np.isfinite(value)
+            )
+
         require(is_int(kwargs["batch_size"]) and kwargs["batch_size"] >= 1, "batch_size", "an integer >= 1 (sequences)")
         require(is_int(kwargs["buffer_size"]) and kwargs["buffer_size"] >= 1, "buffer_size", "an integer >= 1")
         require(is_int(kwargs["sequence_length"]) and kwargs["sequence_length"] >= 1, "sequence_length", "an integer >= 1")
@@ -233,15 +258,39 @@ class RecurrentDQN(OffPolicyAlgorithm):
             "replay_buffer_class",
             "None or a subclass of RecurrentReplayBuffer",
         )
-        require(0.0 <= kwargs["gamma"] <= 1.0, "gamma", "in [0, 1]")
-        require(0.0 < kwargs["tau"] <= 1.0, "tau", "in (0, 1]")
+        require(is_number(kwargs["gamma"]) and 0.0 <= kwargs["gamma"] <= 1.0, "gamma", "in [0, 1]")
+        require(is_number(kwargs["tau"]) and 0.0 < kwargs["tau"] <= 1.0, "tau", "in (0, 1]")
         require(
             is_int(kwargs["target_update_interval"]) and kwargs["target_update_interval"] >= 1,
             "target_update_interval",
             "an integer >= 1",
         )
         for name in ("exploration_fraction", "exploration_initial_eps", "exploration_final_eps"):
-            require(0.0 <= kwargs[name] <= 1.0, name, "in [0, 1]")
+            require(is_number(kwargs[name]) and 0.0 <= kwargs[name] <= 1.0, name, "in [0, 1]")
+        learning_rate = kwargs["learning_rate"]
+        require(
+            callable(learning_rate) or (is_number(learning_rate) and learning_rate > 0), "learning_rate", "> 0 or a schedule"
+        )
+        require(is_int(kwargs["learning_starts"]) and kwargs["learning_starts"] >= 0, "learning_starts", "an integer >= 0")
+        require(
+            is_int(kwargs["gradient_steps"]) and kwargs["gradient_steps"] >= -1,
+            "gradient_steps",
+            "an integer >= 0, or -1 (as many as env steps)",
+        )
+        train_freq = kwargs["train_freq"]
+        if isinstance(train_freq, tuple | list) and len(train_freq) == 2:
+            frequency, unit = train_freq
+        else:
+            frequency, unit = train_freq, "step"
+        require(
+            is_int(frequency) and frequency >= 1 and unit in ("step", "episode"),
+            "train_freq",
+            'an integer >= 1 or a tuple (frequency >= 1, "step" or "episode")',
+        )
+        require(is_number(kwargs["max_grad_norm"]) and kwargs["max_grad_norm"] > 0, "max_grad_norm", "> 0")
+        require(
+            is_int(kwargs["stats_window_size"]) and kwargs["stats_window_size"] >= 1, "stats_window_size", "an integer >= 1"
+        )
 
     def _min_buffer_size(self, n_envs: int) -> int:
         """The smallest ``buffer_size`` whose env columns hold one window (burn-in, learning steps, successor)."""
@@ -699,6 +748,89 @@ class RecurrentDQN(OffPolicyAlgorithm):
         buffer.burn_in = self.burn_in
         buffer.device = self.device
         self.replay_buffer = buffer
+
+    def _get_rng_state(self) -> dict[str, Any]:
+        """The states of every random generator training draws from (buffer sampling, exploration, torch)."""
+        rng_state: dict[str, Any] = {
+            "python": random.getstate(),
+            "numpy": np.random.get_state(),
+            "torch": th.get_rng_state(),
+            "action_space": self.action_space.np_random.bit_generator.state,
+        }
+        if th.cuda.is_available():
+            rng_state["torch_cuda"] = th.cuda.get_rng_state_all()
+        return rng_state
+
+    def _set_rng_state(self, rng_state: dict[str, Any]) -> None:
+        random.setstate(rng_state["python"])
+        np.random.set_state(rng_state["numpy"])
+        th.set_rng_state(rng_state["torch"])
+        self.action_space.np_random.bit_generator.state = rng_state["action_space"]
+        if "torch_cuda" in rng_state and th.cuda.is_available() and len(rng_state["torch_cuda"]) == th.cuda.device_count():
+            th.cuda.set_rng_state_all(rng_state["torch_cuda"])
+
+    def save(
+        self,
+        path: str | pathlib.Path | io.BufferedIOBase,
+        exclude: Iterable[str] | None = None,
+        include: Iterable[str] | None = None,
+    ) -> None:
+        """
+        Save all the attributes of the object and the model parameters in a zip-file, with the states of the
+        random generators, which :meth:`load` restores: with :meth:`save_replay_buffer` and
+        :meth:`load_replay_buffer`, a resumed run draws the same batches as an uninterrupted one.
+
+        :param path: path to the file where the rl agent should be saved
+        :param exclude: name of parameters that should be excluded in addition to the default ones
+        :param include: name of parameters that might be excluded but should be included anyway
+        """
+        self._saved_rng_state = self._get_rng_state()
+        try:
+            super().save(path, exclude=exclude, include=include)
+        finally:
+            del self._saved_rng_state
+
+    @classmethod
+    def load(  # type: ignore[override]
+        cls: type[SelfRecurrentDQN],
+        path: str | pathlib.Path | io.BufferedIOBase,
+        env: GymEnv | None = None,
+        device: th.device | str = "auto",
+        custom_objects: dict[str, Any] | None = None,
+        print_system_info: bool = False,
+        force_reset: bool = True,
+        **kwargs: Any,
+    ) -> SelfRecurrentDQN:
+        """
+        Load the model from a zip-file (see SB3's ``BaseAlgorithm.load``). The random generators (Python's,
+        NumPy's global one, PyTorch's and the action space's) are set to the states saved with the model, so
+        that training continues as it would have without the interruption (the environment's state aside),
+        unless a new ``seed`` is given in ``kwargs``: the generators are then seeded with it.
+
+        :param path: path to the file (or a file-like) where to load the agent from
+        :param env: the new environment to run the loaded model on
+            (can be None if you only need prediction from a trained model) has priority over any saved environment
+        :param device: Device on which the code should run.
+        :param custom_objects: Dictionary of objects to replace upon loading.
+        :param print_system_info: Whether to print system info from the saved model and the current system info
+        :param force_reset: Force call to ``reset()`` before training to avoid unexpected behavior.
+        :param kwargs: extra arguments to change the model when loading
+        :return: new model instance with loaded parameters
+        """
+        model = super().load(
+            path,
+            env=env,
+            device=device,
+            custom_objects=custom_objects,
+            print_system_info=print_system_info,
+            force_reset=force_reset,
+            **kwargs,
+        )
+        # Models saved before the random states were saved have none
+        rng_state = model.__dict__.pop("_saved_rng_state", None)
+        if rng_state is not None and kwargs.get("seed") is None:
+            model._set_rng_state(rng_state)
+        return model
 
     def _excluded_save_params(self) -> list[str]:
         return [*super()._excluded_save_params(), "q_net", "q_net_target", "_next_recurrent_state"]
