@@ -24,7 +24,8 @@ def _map_obs(fn: Callable[[np.ndarray], np.ndarray], obs: ObsArray) -> ObsArray:
 def _checksum(value: Any, crc: int = 0) -> int:
     """CRC-32 of every NumPy array in ``value`` (arrays, and dicts, lists and tuples of them), in a fixed order."""
     if isinstance(value, np.ndarray) and value.dtype != object:
-        return zlib.crc32(memoryview(np.ascontiguousarray(value)).cast("B"), crc)
+        # A byte view of the array, without copying it
+        return zlib.crc32(np.ascontiguousarray(value).reshape(-1).view(np.uint8).data, crc)
     if isinstance(value, dict):
         for key in sorted(value, key=str):
             crc = _checksum(value[key], zlib.crc32(str(key).encode(), crc))
