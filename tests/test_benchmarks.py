@@ -39,3 +39,16 @@ def test_throughput_benchmark_memory_part_runs(tmp_path):
     # One frame per transition, plus a small fraction for the stored state
     assert memory["drqn_default"]["bytes_per_transition"] < 1.3 * 7056
     assert memory["dqn_stack4_optimized"]["bytes_per_transition"] > 3.5 * 7056
+
+
+@pytest.mark.slow
+def test_soak_benchmark_runs(tmp_path):
+    out = tmp_path / "soak.json"
+    run_benchmark(
+        "soak.py",
+        *("--timesteps", "3000", "--buffer-size", "1000", "--sample-every", "500", "--out", str(out)),
+        *("--plot", str(tmp_path / "soak.png")),
+    )
+    result = json.loads(out.read_text())
+    assert [s["steps"] for s in result["samples"]][:3] == [0, 500, 1000]
+    assert result["summary"]["rss_end_mib"] > 0 and (tmp_path / "soak.png").stat().st_size > 0
