@@ -1,6 +1,6 @@
 import os
 
-from sb3_drqn.common.buffers import RecurrentReplayBuffer
+from sb3_drqn.common.buffers import PrioritizedRecurrentReplayBuffer, RecurrentReplayBuffer
 from sb3_drqn.drqn import CnnLstmPolicy, MlpLstmPolicy, MultiInputLstmPolicy, RecurrentDQN, RecurrentDQNPolicy
 
 # Read version from file
@@ -12,6 +12,7 @@ __all__ = [
     "CnnLstmPolicy",
     "MlpLstmPolicy",
     "MultiInputLstmPolicy",
+    "PrioritizedRecurrentReplayBuffer",
     "RecurrentDQN",
     "RecurrentDQNPolicy",
     "RecurrentReplayBuffer",

@@ -1,9 +1,12 @@
-"""Property tests of the sequence replay buffer against a plain-Python history of every step."""
+"""Property tests of the sequence replay buffer against a plain-Python history of every step, and of its priorities."""
 
 import numpy as np
+from gymnasium import spaces
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from test_buffers import FINAL, Recorder, make_buffer, state_code
+
+from sb3_drqn import PrioritizedRecurrentReplayBuffer
 
 EVENTS = st.sampled_from(["", "", "", "", "term", "trunc"])
 
@@ -74,3 +77,43 @@ def test_sampled_windows_match_the_history(n_envs, rows, sequence_length, burn_i
     np.random.seed(0)
     drawn = buffer.sample(32)
     assert drawn.mask[0].sum().item() == 32
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(n_envs=st.integers(1, 3), rows=st.integers(3, 12), sequence_length=st.integers(1, 4), data=st.data())
+def test_priorities_stay_consistent(n_envs, rows, sequence_length, data):
+    assume(rows >= sequence_length + 1)
+    n_steps = data.draw(st.integers(1, 3 * rows), label="n_steps")
+    buffer = PrioritizedRecurrentReplayBuffer(
+        rows * n_envs,
+        spaces.Box(-10, 1000, (3,), np.float32),
+        spaces.Discrete(1000),
+        n_envs=n_envs,
+        sequence_length=sequence_length,
+        burn_in=1,
+        recurrent_state_shape=(2, 1, 2),
+    )
+    recorder = Recorder(buffer, n_envs)
+    leaves = np.arange(rows * n_envs)
+    for _ in range(n_steps):
+        if data.draw(st.integers(0, 9), label="break") == 0:
+            buffer.mark_episode_break()
+            recorder.episode += 1
+            recorder.step[:] = 0
+        step_events = data.draw(st.lists(EVENTS, min_size=n_envs, max_size=n_envs))
+        recorder.add([e == "term" for e in step_events], [e == "trunc" for e in step_events])
+        # Exactly the steps that can start a window have a priority (valid starts are checked against the
+        # history above)
+        offsets, envs = buffer.valid_window_starts()
+        valid_leaves = ((buffer._oldest_row() + offsets) % buffer.buffer_size) * n_envs + envs
+        assert set(np.flatnonzero(buffer.priorities[leaves] > 0)) == set(valid_leaves.tolist())
+        assert buffer._n_sampleable == len(valid_leaves)
+        if len(valid_leaves) > 0:
+            # Sampling and updating keep the tree's sums exact and never reach an invalid start
+            drawn = buffer.sample(4)
+            assert drawn.mask[0].sum().item() == 4 and set(drawn.leaf_indices.tolist()) <= set(valid_leaves.tolist())
+            new = data.draw(st.lists(st.floats(0, 100), min_size=4, max_size=4), label="priorities")
+            buffer.update_priorities(drawn.leaf_indices, np.array(new))
+            nodes = np.arange(1, buffer.priorities.size)
+            tree = buffer.priorities.nodes
+            assert np.allclose(tree[nodes], tree[2 * nodes] + tree[2 * nodes + 1])

@@ -9,6 +9,7 @@ from stable_baselines3.common.buffers import BaseBuffer, ReplayBuffer
 from stable_baselines3.common.preprocessing import get_obs_shape
 from stable_baselines3.common.vec_env import VecNormalize
 
+from sb3_drqn.common.sum_tree import SumTree
 from sb3_drqn.common.type_aliases import NumpyRecurrentState, RecurrentReplayBufferSamples
 
 ObsArray = np.ndarray | dict[str, np.ndarray]
@@ -32,6 +33,8 @@ def _checksum(value: Any, crc: int = 0) -> int:
     elif isinstance(value, list | tuple):
         for item in value:
             crc = _checksum(item, crc)
+    elif isinstance(value, SumTree):
+        crc = _checksum(value.nodes, crc)
     return crc
 
 
@@ -385,26 +388,65 @@ class RecurrentReplayBuffer(ReplayBuffer):
         :param env: Associated VecNormalize wrapper, to normalize observations and rewards when sampling
         :return: The windows, time-major
         """
+        offsets, env_indices = self.sample_window_starts(batch_size)
+        return self._get_samples(offsets, env=env, env_indices=env_indices)
+
+    def sample_window_starts(self, batch_size: int, rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """
+        Draw ``batch_size`` window starts uniformly over the steps a window can start at.
+
+        :param batch_size: Number of windows
+        :param rng: Random generator to draw from (NumPy's global one by default)
+        :return: ``(offsets, env_indices)``, offsets counted from the oldest stored step of the column
+        """
+        randint = np.random.randint if rng is None else rng.integers
         n_stored = self._n_stored()
         if n_stored == 0:
             raise RuntimeError("Cannot sample from an empty RecurrentReplayBuffer.")
         # Rejection sampling: only steps without a known successor (at most one per env and per episode
         # break) are rejected, so a couple of rounds are enough; fall back to enumerating the valid starts.
-        offsets: np.ndarray = np.random.randint(0, n_stored, size=batch_size)
-        env_indices: np.ndarray = np.random.randint(0, self.n_envs, size=batch_size)
+        offsets: np.ndarray = randint(0, n_stored, size=batch_size)
+        env_indices: np.ndarray = randint(0, self.n_envs, size=batch_size)
         for _ in range(8):
             invalid = np.flatnonzero(~self._has_successor(offsets, env_indices))
             if len(invalid) == 0:
                 break
-            offsets[invalid] = np.random.randint(0, n_stored, size=len(invalid))
-            env_indices[invalid] = np.random.randint(0, self.n_envs, size=len(invalid))
+            offsets[invalid] = randint(0, n_stored, size=len(invalid))
+            env_indices[invalid] = randint(0, self.n_envs, size=len(invalid))
         else:
             valid_offsets, valid_envs = self.valid_window_starts()
             if len(valid_offsets) == 0:
                 raise RuntimeError("No window can be sampled yet: no stored step has a known successor.")
-            choice = np.random.randint(0, len(valid_offsets), size=batch_size)
+            choice = randint(0, len(valid_offsets), size=batch_size)
             offsets, env_indices = valid_offsets[choice].reshape(-1), valid_envs[choice].reshape(-1)
-        return self._get_samples(offsets, env=env, env_indices=env_indices)
+        return offsets, env_indices
+
+    def episode_prefixes(
+        self, start_offsets: np.ndarray, env_indices: np.ndarray, max_length: int, env: VecNormalize | None = None
+    ) -> tuple[th.Tensor | dict[str, th.Tensor], th.Tensor, np.ndarray]:
+        """
+        The observations from the start of each window's episode up to its first learning step (excluded), for
+        windows whose episode start is still stored and at most ``max_length`` steps back.
+
+        :param start_offsets: Offsets of the windows' first learning steps (0 is the oldest stored step)
+        :param env_indices: The windows' env columns
+        :param max_length: Longest prefix returned
+        :param env: Associated VecNormalize wrapper, to normalize observations
+        :return: ``(observations, lengths, available)``: time-major observations ``(T, batch, ...)``, left-aligned
+            (window ``i`` uses its first ``lengths[i]`` steps; ``lengths`` on the CPU, 0 where not available),
+            and whether each window's prefix is available
+        """
+        oldest = self._oldest_row()
+        start_rows = (oldest + start_offsets) % self.buffer_size
+        lengths = self.episode_steps[start_rows, env_indices].astype(np.int64)
+        available = (start_offsets - lengths >= 0) & (lengths <= max_length)
+        lengths = np.where(available, lengths, 0)
+        steps = np.arange(max(int(lengths.max(initial=0)), 1))[:, None]
+        offsets = np.maximum(start_offsets - lengths + np.minimum(steps, np.maximum(lengths - 1, 0)), 0)
+        rows = (oldest + offsets) % self.buffer_size
+        envs = np.broadcast_to(env_indices, rows.shape)
+        observations = _map_obs(lambda array: array[rows, envs], self.observations)
+        return self._obs_to_torch(self._normalize_obs(observations, env)), th.as_tensor(lengths), available
 
     def _get_samples(  # type: ignore[override]
         self,
@@ -499,3 +541,152 @@ class RecurrentReplayBuffer(ReplayBuffer):
         if self.device.type == "cuda":
             return tensor.pin_memory().to(self.device, non_blocking=True)
         return tensor.to(self.device)
+
+
+class PrioritizedRecurrentReplayBuffer(RecurrentReplayBuffer):
+    """
+    :class:`RecurrentReplayBuffer` with R2D2's prioritized sequence replay: every step a window can start at has
+    a priority, and windows are sampled in proportion to ``priority ** priority_exponent`` (stratified over
+    ``batch_size`` equal segments of the total), with a vectorised NumPy sum tree: ``O(log N)`` per window.
+
+    - A step enters with the largest priority seen so far as soon as it can start a window (its successor is
+      known); until then, and after it is overwritten, its priority is 0 and it cannot be sampled.
+    - After each gradient step, :meth:`update_priorities` sets a window's priority to R2D2's mix of its absolute
+      TD errors: ``priority_eta * max + (1 - priority_eta) * mean`` over its learning steps.
+    - Samples carry importance-sampling weights ``(N * P(i)) ** -beta``, divided by their maximum over the batch
+      (``N``: the number of steps a window can start at).
+    - Priorities are part of the buffer: they survive ``save_replay_buffer`` / ``load_replay_buffer``.
+
+    See :class:`RecurrentReplayBuffer` for the other parameters.
+
+    :param priority_exponent: ``alpha``, how much prioritization is used (0: uniform; R2D2: 0.9)
+    :param priority_eta: Weight of the max in the max/mean mix of a window's absolute TD errors (R2D2: 0.9)
+    :param min_priority: Smallest priority given to a window, so that every window stays sampleable
+    """
+
+    def __init__(
+        self,
+        buffer_size: int,
+        observation_space: spaces.Space,
+        action_space: spaces.Space,
+        device: th.device | str = "auto",
+        n_envs: int = 1,
+        optimize_memory_usage: bool = False,
+        handle_timeout_termination: bool = True,
+        sequence_length: int = 10,
+        burn_in: int = 0,
+        recurrent_state_shape: tuple[int, int, int] | None = None,
+        state_stride: int | str = "auto",
+        state_dtype: str = "auto",
+        priority_exponent: float = 0.9,
+        priority_eta: float = 0.9,
+        min_priority: float = 1e-6,
+    ):
+        if not (np.isfinite(priority_exponent) and priority_exponent >= 0):
+            raise ValueError(f"priority_exponent must be >= 0, got {priority_exponent!r}.")
+        if not 0.0 <= priority_eta <= 1.0:
+            raise ValueError(f"priority_eta must be in [0, 1], got {priority_eta!r}.")
+        if not min_priority > 0:
+            raise ValueError(f"min_priority must be > 0, got {min_priority!r}.")
+        super().__init__(
+            buffer_size,
+            observation_space,
+            action_space,
+            device=device,
+            n_envs=n_envs,
+            optimize_memory_usage=optimize_memory_usage,
+            handle_timeout_termination=handle_timeout_termination,
+            sequence_length=sequence_length,
+            burn_in=burn_in,
+            recurrent_state_shape=recurrent_state_shape,
+            state_stride=state_stride,
+            state_dtype=state_dtype,
+        )
+        self.priority_exponent = priority_exponent
+        self.priority_eta = priority_eta
+        self.min_priority = min_priority
+        self._reset_priorities()
+
+    def _reset_priorities(self) -> None:
+        # Leaf of the window that starts at (row, env): row * n_envs + env
+        self.priorities = SumTree(self.buffer_size * self.n_envs)
+        self.max_priority = 1.0
+        # Envs whose newest step waits for its successor to become sampleable
+        self._waiting = np.zeros(self.n_envs, dtype=bool)
+        self._n_sampleable = 0
+
+    def reset(self) -> None:
+        super().reset()
+        self._reset_priorities()
+
+    def mark_episode_break(self) -> None:
+        super().mark_episode_break()
+        # The newest steps will have no successor: they stay unsampleable
+        self._waiting[:] = False
+
+    def _set_leaves(self, leaves: np.ndarray, values: np.ndarray) -> None:
+        self._n_sampleable += int(np.count_nonzero(values > 0)) - int(np.count_nonzero(self.priorities[leaves] > 0))
+        self.priorities.update(leaves, values)
+
+    def add(  # type: ignore[override]
+        self,
+        obs: ObsArray,
+        next_obs: ObsArray,
+        action: np.ndarray,
+        reward: np.ndarray,
+        done: np.ndarray,
+        infos: list[dict[str, Any]],
+        recurrent_state: NumpyRecurrentState | None = None,
+    ) -> None:
+        row = self.pos
+        previous_row = (row - 1) % self.buffer_size
+        super().add(obs, next_obs, action, reward, done, infos, recurrent_state=recurrent_state)
+        envs = np.arange(self.n_envs)
+        new_priority = self.max_priority**self.priority_exponent
+        # The new steps replace what was there; a step that ends its episode can start a window at once
+        ended = self.dones[row]
+        self._set_leaves(row * self.n_envs + envs, np.where(ended, new_priority, 0.0))
+        # The previous steps that waited for a successor have one if the new step continues their episode
+        waiting = np.flatnonzero(self._waiting)
+        continues = self.episode_steps[row, waiting] == self.episode_steps[previous_row, waiting] + 1
+        leaves = previous_row * self.n_envs + waiting[continues]
+        self._set_leaves(leaves, np.full(len(leaves), new_priority))
+        self._waiting = ~ended
+
+    def sample(  # type: ignore[override]
+        self, batch_size: int, env: VecNormalize | None = None, beta: float = 1.0
+    ) -> RecurrentReplayBufferSamples:
+        """
+        Sample ``batch_size`` windows in proportion to their priorities, with importance-sampling weights.
+
+        :param batch_size: Number of windows
+        :param env: Associated VecNormalize wrapper, to normalize observations and rewards when sampling
+        :param beta: Importance-sampling exponent (0: no correction, 1: full correction)
+        :return: The windows, time-major, with ``weights`` and ``leaf_indices``
+        """
+        total = self.priorities.total
+        if self._n_sampleable == 0 or total <= 0:
+            raise RuntimeError("No window can be sampled yet: no stored step has a known successor.")
+        segment = total / batch_size
+        values = (np.arange(batch_size) + np.random.rand(batch_size)) * segment
+        leaves = self.priorities.find(np.minimum(values, np.nextafter(total, 0)))
+        rows, env_indices = np.divmod(leaves, self.n_envs)
+        offsets = (rows - self._oldest_row()) % self.buffer_size
+        probabilities = self.priorities[leaves] / total
+        weights = (self._n_sampleable * probabilities) ** (-beta)
+        weights /= weights.max()
+        samples = self._get_samples(offsets, env=env, env_indices=env_indices)
+        return samples._replace(weights=self.to_torch(weights.astype(np.float32)), leaf_indices=leaves)
+
+    def update_priorities(self, leaf_indices: np.ndarray, priorities: np.ndarray) -> None:
+        """
+        Set the priorities of sampled windows (before the exponent), e.g. from their TD errors.
+
+        :param leaf_indices: The ``leaf_indices`` of the sampled windows
+        :param priorities: ``(batch,)`` non-negative priorities
+        """
+        priorities = np.maximum(np.asarray(priorities, dtype=np.float64).reshape(-1), self.min_priority)
+        if not np.all(np.isfinite(priorities)):
+            raise ValueError("Priorities must be finite (non-finite TD errors?).")
+        self.max_priority = max(self.max_priority, float(priorities.max()))
+        self._set_leaves(np.asarray(leaf_indices), priorities**self.priority_exponent)

@@ -37,6 +37,9 @@ class RecurrentReplayBufferSamples(NamedTuple):
     :param burn_in_lengths: ``(batch,)`` number of valid burn-in steps of each window (on the CPU)
     :param recurrent_states: the recurrent state at the first burn-in step of each window,
         each component ``(n_layers, batch, hidden_size)``
+    :param weights: ``(batch,)`` importance-sampling weights (prioritized replay only, else ``None``)
+    :param leaf_indices: ``(batch,)`` where each window's priority lives, for
+        :meth:`~sb3_drqn.common.buffers.PrioritizedRecurrentReplayBuffer.update_priorities` (prioritized replay only)
     """
 
     observations: th.Tensor | TensorDict
@@ -46,3 +49,5 @@ class RecurrentReplayBufferSamples(NamedTuple):
     mask: th.Tensor
     burn_in_lengths: th.Tensor
     recurrent_states: RecurrentState
+    weights: th.Tensor | None = None
+    leaf_indices: np.ndarray | None = None

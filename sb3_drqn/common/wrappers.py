@@ -72,6 +72,61 @@ class FlickeringWrapper(gym.ObservationWrapper[np.ndarray, Any, np.ndarray]):
         return observation
 
 
+class PreviousActionRewardWrapper(gym.Wrapper[dict[str, Any], int, Any, int]):
+    """
+    Adds the previous action and reward to the observation, as R2D2 feeds them to its LSTM. The observation
+    becomes a Dict: ``"observation"`` (the env's observation; the entries of a Dict observation are kept as they
+    are), ``"prev_action"`` (one-hot, all zeros at the first step of an episode) and ``"prev_reward"`` (shape
+    ``(1,)``, 0 at the first step). Use it with ``MultiInputLstmPolicy``.
+
+    Because they are part of the observation, ``predict``, ``evaluate_policy`` and the RL Zoo, which never pass
+    rewards, keep working. In ``drqn.yml``::
+
+        env_wrapper:
+          - sb3_drqn.common.wrappers.PreviousActionRewardWrapper
+        policy: MultiInputLstmPolicy
+
+    For Atari, list it after ``AtariWrapper``: the previous reward is then the clipped one the agent learns from.
+
+    :param env: Environment with a Discrete action space
+    """
+
+    def __init__(self, env: gym.Env) -> None:
+        super().__init__(env)
+        if not isinstance(env.action_space, spaces.Discrete):
+            raise ValueError(f"PreviousActionRewardWrapper needs a Discrete action space, got {env.action_space}.")
+        if isinstance(env.observation_space, spaces.Dict):
+            entries = dict(env.observation_space.spaces)
+            clash = {"prev_action", "prev_reward"} & set(entries)
+            if clash:
+                raise ValueError(f"The observation space already has the entries {sorted(clash)}.")
+        else:
+            entries = {"observation": env.observation_space}
+        self.n_actions = int(env.action_space.n)
+        entries["prev_action"] = spaces.Box(0.0, 1.0, (self.n_actions,), dtype=np.float32)
+        entries["prev_reward"] = spaces.Box(-np.inf, np.inf, (1,), dtype=np.float32)
+        self.observation_space = spaces.Dict(entries)
+
+    def _observation(self, obs: Any, action: int | None, reward: SupportsFloat) -> dict[str, Any]:
+        entries = dict(obs) if isinstance(obs, dict) else {"observation": obs}
+        prev_action = np.zeros(self.n_actions, dtype=np.float32)
+        if action is not None:
+            prev_action[int(action)] = 1.0
+        entries["prev_action"] = prev_action
+        entries["prev_reward"] = np.array([reward], dtype=np.float32)
+        return entries
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        obs, info = self.env.reset(seed=seed, options=options)
+        return self._observation(obs, None, 0.0), info
+
+    def step(self, action: int) -> tuple[dict[str, Any], SupportsFloat, bool, bool, dict[str, Any]]:
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        return self._observation(obs, action, reward), reward, terminated, truncated, info
+
+
 def register_flickering_atari_envs(games: tuple[str, ...] = FLICKERING_ATARI_GAMES) -> list[str]:
     """
     Register ``Flickering{Game}NoFrameskip-v4`` ids for the zoo (idempotent; nothing if ``ale-py`` is absent).

@@ -18,11 +18,12 @@ from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.save_util import load_from_pkl
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, PyTorchObs, Schedule
-from stable_baselines3.common.utils import LinearSchedule, get_parameters_by_name, polyak_update
+from stable_baselines3.common.utils import ConstantSchedule, LinearSchedule, get_parameters_by_name, polyak_update
 from torch.nn import functional as F
 
-from sb3_drqn.common.buffers import RecurrentReplayBuffer
+from sb3_drqn.common.buffers import PrioritizedRecurrentReplayBuffer, RecurrentReplayBuffer
 from sb3_drqn.common.type_aliases import NumpyRecurrentState, RecurrentReplayBufferSamples, RecurrentState
+from sb3_drqn.common.utils import inverse_value_rescale, value_rescale
 from sb3_drqn.drqn.policies import (
     CnnLstmPolicy,
     MlpLstmPolicy,
@@ -88,6 +89,16 @@ class RecurrentDQN(OffPolicyAlgorithm):
         at the end of the episode (a termination does not bootstrap, a truncation does) and at the window's last
         learning step, and bootstraps from the step after it with the matching power of ``gamma``
     :param double_q: Use double Q-learning targets: action chosen by the online network, valued by the target
+    :param prioritized_replay: Sample windows in proportion to their priorities (R2D2's prioritized sequence
+        replay, :class:`~sb3_drqn.common.buffers.PrioritizedRecurrentReplayBuffer`), with importance-sampling weights
+    :param priority_exponent: ``alpha``: windows are sampled in proportion to ``priority ** alpha`` (R2D2: 0.9)
+    :param priority_eta: A window's priority is ``eta * max + (1 - eta) * mean`` of its absolute TD errors (R2D2: 0.9)
+    :param importance_sampling_exponent: ``beta`` of the importance-sampling weights (R2D2: 0.6), or a schedule
+        of the progress remaining (from 1 to 0), like ``learning_rate``
+    :param importance_sampling_exponent_final: When set, ``beta`` anneals linearly from
+        ``importance_sampling_exponent`` to this value over the training (the PER paper anneals to 1)
+    :param value_rescaling: Learn rescaled values: targets are ``h(r + gamma^n h^-1(Q'))`` with
+        ``h(x) = sign(x)(sqrt(|x| + 1) - 1) + 1e-3 x`` (R2D2), so the network's outputs are ``h`` of returns
     :param stats_window_size: Window size for the rollout logging, specifying the number of episodes to average
         the reported success rate, mean episode length, and mean reward over
     :param tensorboard_log: the log location for tensorboard (if None, no logging)
@@ -112,6 +123,9 @@ class RecurrentDQN(OffPolicyAlgorithm):
     q_net_target: RecurrentQNetwork
     policy: RecurrentDQNPolicy
     replay_buffer: RecurrentReplayBuffer  # type: ignore[assignment]
+    # Staleness measure (logged with the other statistics): windows per measure, longest episode prefix recomputed
+    staleness_windows: int = 16
+    staleness_horizon: int = 400
 
     def __init__(
         self,
@@ -138,6 +152,12 @@ class RecurrentDQN(OffPolicyAlgorithm):
         recurrent_init: str = "stored",
         n_steps: int = 1,
         double_q: bool = True,
+        prioritized_replay: bool = False,
+        priority_exponent: float = 0.9,
+        priority_eta: float = 0.9,
+        importance_sampling_exponent: float | Schedule = 0.6,
+        importance_sampling_exponent_final: float | None = None,
+        value_rescaling: bool = False,
         stats_window_size: int = 100,
         tensorboard_log: str | None = None,
         policy_kwargs: dict[str, Any] | None = None,
@@ -167,6 +187,11 @@ class RecurrentDQN(OffPolicyAlgorithm):
             gradient_steps=gradient_steps,
             max_grad_norm=max_grad_norm,
             stats_window_size=stats_window_size,
+            prioritized_replay=prioritized_replay,
+            priority_exponent=priority_exponent,
+            priority_eta=priority_eta,
+            importance_sampling_exponent=importance_sampling_exponent,
+            importance_sampling_exponent_final=importance_sampling_exponent_final,
         )
         if env is not None and not isinstance(env, str):
             # Before SB3 wraps the env (its VecEnv would fail with an obscure error on such spaces)
@@ -210,6 +235,12 @@ class RecurrentDQN(OffPolicyAlgorithm):
         self.recurrent_init = recurrent_init
         self.double_q = double_q
         self.n_steps = n_steps
+        self.prioritized_replay = prioritized_replay
+        self.priority_exponent = priority_exponent
+        self.priority_eta = priority_eta
+        self.importance_sampling_exponent = importance_sampling_exponent
+        self.importance_sampling_exponent_final = importance_sampling_exponent_final
+        self.value_rescaling = value_rescaling
         # "epsilon" for the epsilon-greedy exploration
         self.exploration_rate = 0.0
         # Recurrent state of the actor, one per env (consistent with `_last_obs`), and its state after the step
@@ -291,6 +322,26 @@ class RecurrentDQN(OffPolicyAlgorithm):
         require(
             is_int(kwargs["stats_window_size"]) and kwargs["stats_window_size"] >= 1, "stats_window_size", "an integer >= 1"
         )
+        require(is_number(kwargs["priority_exponent"]) and kwargs["priority_exponent"] >= 0, "priority_exponent", ">= 0")
+        require(is_number(kwargs["priority_eta"]) and 0 <= kwargs["priority_eta"] <= 1, "priority_eta", "in [0, 1]")
+        beta, beta_final = kwargs["importance_sampling_exponent"], kwargs["importance_sampling_exponent_final"]
+        require(
+            callable(beta) or (is_number(beta) and 0 <= beta <= 1), "importance_sampling_exponent", "in [0, 1] or a schedule"
+        )
+        require(
+            beta_final is None or (is_number(beta_final) and 0 <= beta_final <= 1),
+            "importance_sampling_exponent_final",
+            "None or in [0, 1]",
+        )
+        if (
+            kwargs["prioritized_replay"]
+            and buffer_class is not None
+            and not issubclass(buffer_class, PrioritizedRecurrentReplayBuffer)
+        ):
+            raise ValueError(
+                "replay_buffer_class must be a subclass of PrioritizedRecurrentReplayBuffer with prioritized_replay=True, "
+                f"got {buffer_class!r}."
+            )
 
     def _min_buffer_size(self, n_envs: int) -> int:
         """The smallest ``buffer_size`` whose env columns hold one window (burn-in, learning steps, successor)."""
@@ -336,6 +387,12 @@ class RecurrentDQN(OffPolicyAlgorithm):
             raise ValueError(f"policy must be a RecurrentDQNPolicy (e.g. 'MlpLstmPolicy'), got {self.policy_class}.")
         self.policy = policy.to(self.device)
 
+        replay_buffer_kwargs = dict(self.replay_buffer_kwargs)
+        if self.prioritized_replay:
+            if self.replay_buffer_class is None:
+                self.replay_buffer_class = PrioritizedRecurrentReplayBuffer
+            replay_buffer_kwargs.setdefault("priority_exponent", self.priority_exponent)
+            replay_buffer_kwargs.setdefault("priority_eta", self.priority_eta)
         if self.replay_buffer_class is None:
             self.replay_buffer_class = RecurrentReplayBuffer
         if self.replay_buffer is None:
@@ -348,7 +405,7 @@ class RecurrentDQN(OffPolicyAlgorithm):
                 sequence_length=self.sequence_length,
                 burn_in=self.burn_in,
                 recurrent_state_shape=self.policy.recurrent_state_shape if self.recurrent_init == "stored" else None,
-                **self.replay_buffer_kwargs,
+                **replay_buffer_kwargs,
             )
 
         # Convert train freq parameter to TrainFreq object
@@ -362,6 +419,15 @@ class RecurrentDQN(OffPolicyAlgorithm):
             self.exploration_final_eps,
             self.exploration_fraction,
         )
+        self.importance_sampling_schedule: Schedule
+        if callable(self.importance_sampling_exponent):
+            self.importance_sampling_schedule = self.importance_sampling_exponent
+        elif self.importance_sampling_exponent_final is not None:
+            self.importance_sampling_schedule = LinearSchedule(
+                self.importance_sampling_exponent, self.importance_sampling_exponent_final, 1.0
+            )
+        else:
+            self.importance_sampling_schedule = ConstantSchedule(self.importance_sampling_exponent)
         if not self._recurrent_state_matches(self._last_recurrent_state, self.n_envs):
             self._last_recurrent_state = self._zero_recurrent_state(self.n_envs)
 
@@ -541,7 +607,8 @@ class RecurrentDQN(OffPolicyAlgorithm):
 
     def _compute_loss(self, replay_data: RecurrentReplayBufferSamples) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
         """
-        Masked Huber loss of a batch of windows.
+        Masked Huber loss of a batch of windows (weighted by the importance-sampling weights with prioritized
+        replay). With value rescaling, Q-values and targets are in the rescaled space.
 
         :param replay_data: Windows sampled from the replay buffer
         :return: The loss, the Q-values of the taken actions at the learning steps ``(L, batch)``
@@ -579,12 +646,31 @@ class RecurrentDQN(OffPolicyAlgorithm):
                 next_q_values = th.gather(target_q_values[1:], dim=-1, index=next_actions).squeeze(-1)
             else:
                 next_q_values = target_q_values[1:].max(dim=-1).values
-            target = self._n_step_targets(replay_data, next_q_values)
+            if self.value_rescaling:
+                target = value_rescale(self._n_step_targets(replay_data, inverse_value_rescale(next_q_values)))
+            else:
+                target = self._n_step_targets(replay_data, next_q_values)
 
         current_q_values = th.gather(q_values[:-1], dim=-1, index=replay_data.actions.long().unsqueeze(-1)).squeeze(-1)
-        per_step_loss = F.smooth_l1_loss(current_q_values, target, reduction="none")
-        loss = (per_step_loss * replay_data.mask).sum() / replay_data.mask.sum().clamp(min=1.0)
+        per_step_loss = F.smooth_l1_loss(current_q_values, target, reduction="none") * replay_data.mask
+        if replay_data.weights is not None:
+            per_step_loss = per_step_loss * replay_data.weights[None, :]
+        loss = per_step_loss.sum() / replay_data.mask.sum().clamp(min=1.0)
         return loss, current_q_values, target
+
+    def _window_priorities(self, current_q_values: th.Tensor, target: th.Tensor, mask: th.Tensor) -> th.Tensor:
+        """
+        R2D2's priority of each window: ``eta * max + (1 - eta) * mean`` of the absolute TD errors of its valid
+        learning steps.
+
+        :param current_q_values: ``(L, batch)``
+        :param target: ``(L, batch)``
+        :param mask: ``(L, batch)``
+        :return: ``(batch,)`` priorities
+        """
+        td_errors = (target - current_q_values).detach().abs() * mask
+        mean = td_errors.sum(dim=0) / mask.sum(dim=0).clamp(min=1.0)
+        return self.priority_eta * td_errors.max(dim=0).values + (1.0 - self.priority_eta) * mean
 
     def _n_step_targets(self, replay_data: RecurrentReplayBufferSamples, next_q_values: th.Tensor) -> th.Tensor:
         """
@@ -626,15 +712,26 @@ class RecurrentDQN(OffPolicyAlgorithm):
 
         # Statistics stay on the device until the end: no host round trip per gradient step
         stats = []
+        prioritized = isinstance(self.replay_buffer, PrioritizedRecurrentReplayBuffer)
+        beta = float(self.importance_sampling_schedule(self._current_progress_remaining))
         for _ in range(gradient_steps):
-            replay_data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)
-            loss, current_q_values, _ = self._compute_loss(replay_data)
+            if prioritized:
+                replay_data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env, beta=beta)  # type: ignore[call-arg]
+            else:
+                replay_data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)
+            loss, current_q_values, target = self._compute_loss(replay_data)
 
             self.policy.optimizer.zero_grad()
             loss.backward()
             # Clip gradient norm
             th.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
             self.policy.optimizer.step()
+
+            if prioritized:
+                assert isinstance(self.replay_buffer, PrioritizedRecurrentReplayBuffer)
+                assert replay_data.leaf_indices is not None
+                priorities = self._window_priorities(current_q_values, target, replay_data.mask)
+                self.replay_buffer.update_priorities(replay_data.leaf_indices, priorities.cpu().numpy())
 
             with th.no_grad():
                 n_valid = replay_data.mask.sum()
@@ -650,6 +747,63 @@ class RecurrentDQN(OffPolicyAlgorithm):
             self.logger.record("train/loss", loss_mean)
             self.logger.record("train/q_mean", q_mean_mean)
             self.logger.record("train/valid_step_fraction", valid_fraction)
+        if prioritized:
+            self.logger.record("train/importance_sampling_exponent", beta)
+
+    def recurrent_staleness(self, n_windows: int | None = None) -> float | None:
+        """
+        R2D2's measure of recurrent-state staleness, on windows sampled uniformly from the replay buffer: for each
+        window, the Q-values of its valid learning steps computed as in training (from the stored state at the
+        start of the burn-in, or zeros with ``recurrent_init="zero"``, then the burn-in) are compared with those
+        computed from a state recomputed with the current network from the episode's first step,
+        ``||Q_stored - Q_recomputed||_2 / max |Q_recomputed|`` over the window's valid steps and all actions;
+        the mean over the windows whose episode start is stored, at most ``staleness_horizon`` steps earlier.
+
+        Logged as ``train/recurrent_staleness`` each time the logs are written (every ``log_interval`` episodes).
+
+        :param n_windows: Number of windows (default: ``staleness_windows``)
+        :return: The mean relative difference, or ``None`` when no window has its episode start available
+        """
+        buffer = self.replay_buffer
+        if buffer is None or buffer.size() == 0:
+            return None
+        n_windows = self.staleness_windows if n_windows is None else n_windows
+        try:
+            # Its own generator: measuring must not change the training's random draws
+            offsets, env_indices = buffer.sample_window_starts(n_windows, rng=np.random.default_rng(self._n_updates))
+        except RuntimeError:
+            return None
+        prefixes, lengths, available = buffer.episode_prefixes(
+            offsets, env_indices, self.staleness_horizon, env=self._vec_normalize_env
+        )
+        if not available.any():
+            return None
+        replay_data = buffer._get_samples(offsets, env=self._vec_normalize_env, env_indices=env_indices)
+        seq_len = replay_data.actions.shape[0]
+        observations = replay_data.observations
+        n_burn_in = (
+            (next(iter(observations.values())) if isinstance(observations, dict) else observations).shape[0] - seq_len - 1
+        )
+        self.policy.set_training_mode(False)
+        with th.no_grad():
+            stored_state = self.q_net.burn_in_observations(
+                _slice_time(observations, 0, n_burn_in), self._initial_window_state(replay_data), replay_data.burn_in_lengths
+            )
+            recomputed_state = self.q_net.burn_in_observations(prefixes, self.q_net.initial_state(len(offsets)), lengths)
+            features = self.q_net.extract_sequence_features(_slice_time(observations, n_burn_in, n_burn_in + seq_len))
+            q_stored, _ = self.q_net.q_values_from_features(features, stored_state)
+            q_recomputed, _ = self.q_net.q_values_from_features(features, recomputed_state)
+            mask = replay_data.mask.unsqueeze(-1)
+            distance = ((q_stored - q_recomputed) * mask).pow(2).sum(dim=(0, 2)).sqrt()
+            scale = (q_recomputed.abs() * mask).amax(dim=(0, 2)).clamp(min=1e-8)
+            relative = (distance / scale)[th.as_tensor(available, device=distance.device)]
+        return float(relative.mean())
+
+    def dump_logs(self) -> None:
+        staleness = self.recurrent_staleness() if self.num_timesteps >= self.learning_starts else None
+        if staleness is not None:
+            self.logger.record("train/recurrent_staleness", staleness)
+        super().dump_logs()
 
     def predict(  # type: ignore[override]
         self,
@@ -728,6 +882,8 @@ class RecurrentDQN(OffPolicyAlgorithm):
                 "(saved by another algorithm?)."
             )
         problems = []
+        if isinstance(buffer, PrioritizedRecurrentReplayBuffer) != self.prioritized_replay:
+            problems.append(f"it is a {type(buffer).__name__} but the model has prioritized_replay={self.prioritized_replay}")
         if buffer.observation_space != self.observation_space:
             problems.append(f"observation space {buffer.observation_space} != {self.observation_space}")
         if buffer.action_space != self.action_space:

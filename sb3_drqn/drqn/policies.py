@@ -68,6 +68,27 @@ def check_observation_space(
         )
 
 
+class DuelingHead(nn.Module):
+    """
+    Dueling Q-value head (Wang et al. 2016, used by R2D2): a value stream and an advantage stream, each an MLP
+    with the layers ``net_arch``, combined as ``Q = V + A - mean(A)`` over the actions.
+
+    :param input_dim: Size of the input (the recurrent layer's output)
+    :param n_actions: Number of actions
+    :param net_arch: Hidden layers of each stream
+    :param activation_fn: Activation function
+    """
+
+    def __init__(self, input_dim: int, n_actions: int, net_arch: list[int], activation_fn: type[nn.Module]) -> None:
+        super().__init__()
+        self.value_net = nn.Sequential(*create_mlp(input_dim, 1, net_arch, activation_fn))
+        self.advantage_net = nn.Sequential(*create_mlp(input_dim, n_actions, net_arch, activation_fn))
+
+    def forward(self, features: th.Tensor) -> th.Tensor:
+        advantages = self.advantage_net(features)
+        return self.value_net(features) + advantages - advantages.mean(dim=-1, keepdim=True)
+
+
 @contextmanager
 def native_cpu_rnn(device: th.device) -> Iterator[None]:
     """
@@ -105,6 +126,7 @@ class RecurrentQNetwork(BasePolicy):
     :param net_arch: Layers of the MLP head after the recurrent layer
     :param activation_fn: Activation function of the head
     :param normalize_images: Whether to normalize images or not, dividing by 255.0 (True by default)
+    :param dueling: Use a dueling head (value and advantage streams, each with the layers ``net_arch``)
     """
 
     action_space: spaces.Discrete
@@ -121,6 +143,7 @@ class RecurrentQNetwork(BasePolicy):
         net_arch: list[int] | None = None,
         activation_fn: type[nn.Module] = nn.ReLU,
         normalize_images: bool = True,
+        dueling: bool = False,
     ) -> None:
         super().__init__(
             observation_space,
@@ -137,7 +160,12 @@ class RecurrentQNetwork(BasePolicy):
         self.n_lstm_layers = n_lstm_layers
         self.rnn_type = rnn_type
         self.rnn = RNN_TYPES[rnn_type](features_dim, lstm_hidden_size, num_layers=n_lstm_layers)
-        self.q_net = nn.Sequential(*create_mlp(lstm_hidden_size, int(self.action_space.n), net_arch, activation_fn))
+        self.dueling = dueling
+        self.q_net: nn.Module
+        if dueling:
+            self.q_net = DuelingHead(lstm_hidden_size, int(self.action_space.n), net_arch, activation_fn)
+        else:
+            self.q_net = nn.Sequential(*create_mlp(lstm_hidden_size, int(self.action_space.n), net_arch, activation_fn))
 
     @property
     def n_state_components(self) -> int:
@@ -278,6 +306,7 @@ class RecurrentQNetwork(BasePolicy):
                 rnn_type=self.rnn_type,
                 activation_fn=self.activation_fn,
                 features_extractor=self.features_extractor,
+                dueling=self.dueling,
             )
         )
         return data
@@ -296,6 +325,8 @@ class RecurrentDQNPolicy(BasePolicy):
     :param net_arch: Layers of the MLP head after the recurrent layer (none by default: the recurrent
         layer feeds a linear Q-value layer, as in the DRQN paper)
     :param activation_fn: Activation function
+    :param dueling: Use a dueling head (R2D2): value and advantage streams, each with the layers ``net_arch``,
+        combined as ``Q = V + A - mean(A)``
     :param features_extractor_class: Features extractor to use.
     :param features_extractor_kwargs: Keyword arguments to pass to the features extractor.
     :param normalize_images: Whether to normalize images or not, dividing by 255.0 (True by default)
@@ -316,6 +347,7 @@ class RecurrentDQNPolicy(BasePolicy):
         rnn_type: str = "lstm",
         net_arch: list[int] | None = None,
         activation_fn: type[nn.Module] = nn.ReLU,
+        dueling: bool = False,
         features_extractor_class: type[BaseFeaturesExtractor] = FlattenExtractor,
         features_extractor_kwargs: dict[str, Any] | None = None,
         normalize_images: bool = True,
@@ -354,6 +386,7 @@ class RecurrentDQNPolicy(BasePolicy):
             "net_arch": self.net_arch,
             "activation_fn": self.activation_fn,
             "normalize_images": normalize_images,
+            "dueling": dueling,
         }
         self._build(lr_schedule)
 
@@ -459,6 +492,7 @@ class RecurrentDQNPolicy(BasePolicy):
                 rnn_type=self.rnn_type,
                 net_arch=self.net_args["net_arch"],
                 activation_fn=self.net_args["activation_fn"],
+                dueling=self.net_args["dueling"],
                 lr_schedule=self._dummy_schedule,  # dummy lr schedule, not needed for loading policy alone
                 optimizer_class=self.optimizer_class,
                 optimizer_kwargs=self.optimizer_kwargs,
@@ -497,6 +531,7 @@ class CnnLstmPolicy(RecurrentDQNPolicy):
         rnn_type: str = "lstm",
         net_arch: list[int] | None = None,
         activation_fn: type[nn.Module] = nn.ReLU,
+        dueling: bool = False,
         features_extractor_class: type[BaseFeaturesExtractor] = NatureCNN,
         features_extractor_kwargs: dict[str, Any] | None = None,
         normalize_images: bool = True,
@@ -512,6 +547,7 @@ class CnnLstmPolicy(RecurrentDQNPolicy):
             rnn_type,
             net_arch,
             activation_fn,
+            dueling,
             features_extractor_class,
             features_extractor_kwargs,
             normalize_images,
@@ -536,6 +572,7 @@ class MultiInputLstmPolicy(RecurrentDQNPolicy):
         rnn_type: str = "lstm",
         net_arch: list[int] | None = None,
         activation_fn: type[nn.Module] = nn.ReLU,
+        dueling: bool = False,
         features_extractor_class: type[BaseFeaturesExtractor] = CombinedExtractor,
         features_extractor_kwargs: dict[str, Any] | None = None,
         normalize_images: bool = True,
@@ -551,6 +588,7 @@ class MultiInputLstmPolicy(RecurrentDQNPolicy):
             rnn_type,
             net_arch,
             activation_fn,
+            dueling,
             features_extractor_class,
             features_extractor_kwargs,
             normalize_images,
