@@ -52,3 +52,19 @@ def test_soak_benchmark_runs(tmp_path):
     result = json.loads(out.read_text())
     assert [s["steps"] for s in result["samples"]][:3] == [0, 500, 1000]
     assert result["summary"]["rss_end_mib"] > 0 and (tmp_path / "soak.png").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_ablation_benchmark_runs(tmp_path):
+    out = tmp_path / "ablation.json"
+    run_benchmark(
+        "ablation.py",
+        *("--seeds", "2", "--options", "plain", "all", "--cartpole-timesteps", "1200", "--memory-timesteps", "1200"),
+        *("--eval-freq", "600", "--eval-episodes", "2", "--bootstrap", "20", "--n-procs", "1"),
+        *("--out", str(out), "--plot", str(tmp_path / "ablation.png")),
+    )
+    summary = json.loads(out.read_text())["summary"]
+    assert set(summary) == {"cartpole_novel", "memory"} and set(summary["memory"]) == {"plain", "all"}
+    for option in summary["memory"].values():
+        low, high = option["final_ci"]
+        assert len(option["final_per_seed"]) == 2 and low <= option["final_iqm"] <= high
