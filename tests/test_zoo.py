@@ -236,8 +236,11 @@ def test_sampler_and_converter():
         # The converter maps the stored parameters to the same arguments (the zoo's --trial-id path)
         assert convert_drqn_params(trial.params) == hyperparams
         policy_kwargs = hyperparams["policy_kwargs"]
-        assert {"net_arch", "lstm_hidden_size", "rnn_type"} <= set(policy_kwargs)
-        for key in ("sequence_length", "burn_in", "recurrent_init", "gamma", "batch_size", "gradient_steps"):
+        assert {"net_arch", "lstm_hidden_size", "rnn_type", "dueling"} <= set(policy_kwargs)
+        for key in (
+            *("sequence_length", "burn_in", "recurrent_init", "gamma", "batch_size", "gradient_steps"),
+            *("n_steps", "prioritized_replay", "value_rescaling"),
+        ):
             assert key in hyperparams
         keys_seen |= set(hyperparams)
         model = RecurrentDQN("MlpLstmPolicy", "CartPole-v1", buffer_size=500, learning_starts=10, **hyperparams)

@@ -4,7 +4,7 @@ import optuna
 from rl_zoo3.hyperparams_opt import convert_offpolicy_params
 
 # Keys of a drqn trial that go to ``policy_kwargs`` rather than to RecurrentDQN
-RECURRENT_POLICY_KEYS = ("lstm_hidden_size", "n_lstm_layers", "rnn_type")
+RECURRENT_POLICY_KEYS = ("lstm_hidden_size", "n_lstm_layers", "rnn_type", "dueling")
 
 
 def convert_drqn_params(sampled_params: dict[str, Any]) -> dict[str, Any]:
@@ -14,8 +14,8 @@ def convert_drqn_params(sampled_params: dict[str, Any]) -> dict[str, Any]:
     The DQN part is rl-zoo3's own :func:`~rl_zoo3.hyperparams_opt.convert_offpolicy_params` (``gamma`` from
     ``one_minus_gamma``, ``batch_size`` from ``batch_size_pow``, ``gradient_steps`` from ``train_freq`` and
     ``subsample_steps``, ``net_arch`` and ``activation_fn`` into ``policy_kwargs``); the recurrent layer's
-    parameters join ``policy_kwargs``, ``sequence_length``, ``burn_in``, ``recurrent_init`` and ``double_q``
-    are passed as they are.
+    parameters and ``dueling`` join ``policy_kwargs``; ``sequence_length``, ``burn_in``, ``recurrent_init``,
+    ``double_q`` and R2D2's ``n_steps``, ``prioritized_replay`` and ``value_rescaling`` are passed as they are.
 
     :param sampled_params: The trial's parameters
     :return: The hyper-parameters for RecurrentDQN
@@ -31,7 +31,8 @@ def sample_drqn_params(trial: optuna.Trial, n_actions: int, n_envs: int, additio
     """
     Sampler for RecurrentDQN hyper-parameters: DQN's (as rl-zoo3 samples them for ``dqn``, with smaller
     batches, since a batch is ``batch_size`` windows of ``burn_in + sequence_length`` steps) and the recurrent
-    ones: window length, burn-in, initial state of the windows, size and type of the recurrent layer.
+    ones: window length, burn-in, initial state of the windows, size and type of the recurrent layer, and R2D2's
+    options (n-step returns, prioritized replay, value rescaling, dueling head).
 
     :param trial: The Optuna trial
     :param n_actions: Number of actions (unused: the action space is discrete)
@@ -56,6 +57,11 @@ def sample_drqn_params(trial: optuna.Trial, n_actions: int, n_envs: int, additio
     recurrent_init = trial.suggest_categorical("recurrent_init", ["stored", "zero"])
     lstm_hidden_size = trial.suggest_categorical("lstm_hidden_size", [32, 64, 128, 256])
     rnn_type = trial.suggest_categorical("rnn_type", ["lstm", "gru"])
+    # R2D2's options
+    n_steps = trial.suggest_categorical("n_steps", [1, 3, 5])
+    prioritized_replay = trial.suggest_categorical("prioritized_replay", [False, True])
+    value_rescaling = trial.suggest_categorical("value_rescaling", [False, True])
+    dueling = trial.suggest_categorical("dueling", [False, True])
 
     trial.set_user_attr("gamma", 1 - one_minus_gamma)
     trial.set_user_attr("batch_size", 2**batch_size_pow)
@@ -76,5 +82,9 @@ def sample_drqn_params(trial: optuna.Trial, n_actions: int, n_envs: int, additio
             "recurrent_init": recurrent_init,
             "lstm_hidden_size": lstm_hidden_size,
             "rnn_type": rnn_type,
+            "n_steps": n_steps,
+            "prioritized_replay": prioritized_replay,
+            "value_rescaling": value_rescaling,
+            "dueling": dueling,
         }
     )
