@@ -645,12 +645,13 @@ class PrioritizedRecurrentReplayBuffer(RecurrentReplayBuffer):
         new_priority = self.max_priority**self.priority_exponent
         # The new steps replace what was there; a step that ends its episode can start a window at once
         ended = self.dones[row]
-        self._set_leaves(row * self.n_envs + envs, np.where(ended, new_priority, 0.0))
         # The previous steps that waited for a successor have one if the new step continues their episode
         waiting = np.flatnonzero(self._waiting)
         continues = self.episode_steps[row, waiting] == self.episode_steps[previous_row, waiting] + 1
-        leaves = previous_row * self.n_envs + waiting[continues]
-        self._set_leaves(leaves, np.full(len(leaves), new_priority))
+        waited = waiting[continues]
+        leaves = np.concatenate([row * self.n_envs + envs, previous_row * self.n_envs + waited])
+        values = np.concatenate([np.where(ended, new_priority, 0.0), np.full(len(waited), new_priority)])
+        self._set_leaves(leaves, values)
         self._waiting = ~ended
 
     def sample(  # type: ignore[override]

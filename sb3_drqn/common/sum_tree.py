@@ -44,12 +44,19 @@ class SumTree:
             raise ValueError("Sum tree values must be finite and non-negative.")
         nodes = self.size + leaves
         self.nodes[nodes] = values
-        nodes = np.unique(nodes // 2)
-        while len(nodes) > 0 and nodes[0] >= 1:
+        if len(nodes) <= 4:
+            # A few leaves (a step added by a few envs): scalar walks up the tree are cheaper than array operations
+            tree = self.nodes
+            for node in nodes.tolist():
+                node //= 2
+                while node >= 1:
+                    tree[node] = tree[2 * node] + tree[2 * node + 1]
+                    node //= 2
+            return
+        # Level by level up to the root: a parent listed twice gets the same sum twice, so no deduplication
+        for _ in range(self.depth):
+            nodes //= 2
             self.nodes[nodes] = self.nodes[2 * nodes] + self.nodes[2 * nodes + 1]
-            if nodes[-1] == 1:
-                break
-            nodes = np.unique(nodes // 2)
 
     def find(self, values: np.ndarray) -> np.ndarray:
         """
