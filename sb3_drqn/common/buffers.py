@@ -557,7 +557,7 @@ class PrioritizedRecurrentReplayBuffer(RecurrentReplayBuffer):
       (``N``: the number of steps a window can start at).
     - Priorities are part of the buffer: they survive ``save_replay_buffer`` / ``load_replay_buffer``.
 
-    See :class:`RecurrentReplayBuffer` for the other parameters.
+    The other arguments are :class:`RecurrentReplayBuffer`'s, passed on as they are.
 
     :param priority_exponent: ``alpha``, how much prioritization is used (0: uniform; R2D2: 0.9)
     :param priority_eta: Weight of the max in the max/mean mix of a window's absolute TD errors (R2D2: 0.9)
@@ -569,18 +569,11 @@ class PrioritizedRecurrentReplayBuffer(RecurrentReplayBuffer):
         buffer_size: int,
         observation_space: spaces.Space,
         action_space: spaces.Space,
-        device: th.device | str = "auto",
-        n_envs: int = 1,
-        optimize_memory_usage: bool = False,
-        handle_timeout_termination: bool = True,
-        sequence_length: int = 10,
-        burn_in: int = 0,
-        recurrent_state_shape: tuple[int, int, int] | None = None,
-        state_stride: int | str = "auto",
-        state_dtype: str = "auto",
+        *args: Any,
         priority_exponent: float = 0.9,
         priority_eta: float = 0.9,
         min_priority: float = 1e-6,
+        **kwargs: Any,
     ):
         if not (np.isfinite(priority_exponent) and priority_exponent >= 0):
             raise ValueError(f"priority_exponent must be >= 0, got {priority_exponent!r}.")
@@ -588,20 +581,7 @@ class PrioritizedRecurrentReplayBuffer(RecurrentReplayBuffer):
             raise ValueError(f"priority_eta must be in [0, 1], got {priority_eta!r}.")
         if not min_priority > 0:
             raise ValueError(f"min_priority must be > 0, got {min_priority!r}.")
-        super().__init__(
-            buffer_size,
-            observation_space,
-            action_space,
-            device=device,
-            n_envs=n_envs,
-            optimize_memory_usage=optimize_memory_usage,
-            handle_timeout_termination=handle_timeout_termination,
-            sequence_length=sequence_length,
-            burn_in=burn_in,
-            recurrent_state_shape=recurrent_state_shape,
-            state_stride=state_stride,
-            state_dtype=state_dtype,
-        )
+        super().__init__(buffer_size, observation_space, action_space, *args, **kwargs)
         self.priority_exponent = priority_exponent
         self.priority_eta = priority_eta
         self.min_priority = min_priority

@@ -45,6 +45,13 @@ def _slice_time(obs: PyTorchObs, start: int, end: int | None = None) -> PyTorchO
     return obs[start:end]
 
 
+def _n_burn_in_steps(replay_data: RecurrentReplayBufferSamples) -> int:
+    """Number of burn-in rows of sampled windows: the observations hold burn-in, learning steps and a successor."""
+    observations = replay_data.observations
+    n_rows = (next(iter(observations.values())) if isinstance(observations, dict) else observations).shape[0]
+    return n_rows - replay_data.actions.shape[0] - 1
+
+
 class RecurrentDQN(OffPolicyAlgorithm):
     """
     Deep Recurrent Q-Network (DRQN) with R2D2-style sequence replay: stored recurrent state and burn-in.
@@ -614,16 +621,7 @@ class RecurrentDQN(OffPolicyAlgorithm):
         :return: The loss, the Q-values of the taken actions at the learning steps ``(L, batch)``
             and the targets ``(L, batch)``
         """
-        seq_len = replay_data.actions.shape[0]
-        n_burn_in = (
-            (
-                next(iter(replay_data.observations.values())).shape[0]
-                if isinstance(replay_data.observations, dict)
-                else replay_data.observations.shape[0]
-            )
-            - seq_len
-            - 1
-        )
+        n_burn_in = _n_burn_in_steps(replay_data)
         initial_state = self._initial_window_state(replay_data)
         learning_obs = _slice_time(replay_data.observations, n_burn_in)
 
@@ -781,9 +779,7 @@ class RecurrentDQN(OffPolicyAlgorithm):
         replay_data = buffer._get_samples(offsets, env=self._vec_normalize_env, env_indices=env_indices)
         seq_len = replay_data.actions.shape[0]
         observations = replay_data.observations
-        n_burn_in = (
-            (next(iter(observations.values())) if isinstance(observations, dict) else observations).shape[0] - seq_len - 1
-        )
+        n_burn_in = _n_burn_in_steps(replay_data)
         self.policy.set_training_mode(False)
         with th.no_grad():
             stored_state = self.q_net.burn_in_observations(
