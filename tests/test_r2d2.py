@@ -16,6 +16,14 @@ from sb3_drqn.common.utils import inverse_value_rescale, value_rescale
 from sb3_drqn.common.wrappers import PreviousActionRewardWrapper
 from sb3_drqn.drqn.policies import DuelingHead
 
+SMALL = dict(learning_starts=30, buffer_size=200, batch_size=8, sequence_length=4, seed=0)
+
+
+def small_model(**kwargs) -> RecurrentDQN:
+    """A small RecurrentDQN on the cue memory task, with the options under test."""
+    return RecurrentDQN("MlpLstmPolicy", CueMemoryEnv(), policy_kwargs=dict(lstm_hidden_size=8), **SMALL, **kwargs)
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Sum tree
 
@@ -144,18 +152,7 @@ def test_overwritten_windows_are_never_sampled():
 
 
 def test_priorities_survive_save_and_load(tmp_path):
-    model = RecurrentDQN(
-        "MlpLstmPolicy",
-        CueMemoryEnv(),
-        prioritized_replay=True,
-        learning_starts=30,
-        buffer_size=200,
-        batch_size=8,
-        sequence_length=4,
-        burn_in=2,
-        policy_kwargs=dict(lstm_hidden_size=8),
-        seed=0,
-    )
+    model = small_model(prioritized_replay=True, burn_in=2)
     model.learn(300)
     model.save_replay_buffer(tmp_path / "buffer.pkl")
     other = RecurrentDQN(
@@ -182,18 +179,7 @@ def test_priorities_survive_save_and_load(tmp_path):
 
 
 def test_prioritized_loss_is_weighted_and_priorities_are_the_td_mix():
-    model = RecurrentDQN(
-        "MlpLstmPolicy",
-        CueMemoryEnv(),
-        prioritized_replay=True,
-        priority_eta=0.75,
-        learning_starts=30,
-        buffer_size=200,
-        batch_size=8,
-        sequence_length=4,
-        policy_kwargs=dict(lstm_hidden_size=8),
-        seed=0,
-    )
+    model = small_model(prioritized_replay=True, priority_eta=0.75)
     model.learn(100)
     np.random.seed(2)
     batch = model.replay_buffer.sample(8, beta=1.0)
@@ -252,18 +238,7 @@ def test_value_rescaling_and_its_inverse():
 
 
 def test_value_rescaling_targets():
-    model = RecurrentDQN(
-        "MlpLstmPolicy",
-        CueMemoryEnv(),
-        value_rescaling=True,
-        gamma=0.9,
-        learning_starts=30,
-        buffer_size=200,
-        batch_size=8,
-        sequence_length=4,
-        policy_kwargs=dict(lstm_hidden_size=8),
-        seed=0,
-    )
+    model = small_model(value_rescaling=True, gamma=0.9)
     model.learn(100)
     np.random.seed(0)
     batch = model.replay_buffer.sample(8)
