@@ -68,3 +68,36 @@ def test_ablation_benchmark_runs(tmp_path):
     for option in summary["memory"].values():
         low, high = option["final_ci"]
         assert len(option["final_per_seed"]) == 2 and low <= option["final_iqm"] <= high
+
+
+def load_cartpole_novel_module():
+    """``benchmarks/cartpole_novel.py`` as a module (the benchmarks folder is not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("cartpole_novel_benchmark", BENCHMARKS / "cartpole_novel.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_cartpole_novel_reuses_only_matching_ppo_lstm_runs(tmp_path):
+    import argparse
+
+    benchmark = load_cartpole_novel_module()
+    settings = dict(env_id="CartPoleNoVel-v1", timesteps=1000, eval_freq=500, eval_episodes=2, final_eval_episodes=3)
+    runs = [dict(algo=algo, seed=seed, final_mean=float(seed)) for algo in ("drqn", "ppo_lstm") for seed in range(3)]
+    earlier = tmp_path / "earlier.json"
+    earlier.write_text(json.dumps(dict(config=settings, runs=runs)))
+    args = argparse.Namespace(seeds=2, **{key: value for key, value in settings.items() if key != "env_id"})
+    reused = benchmark.load_reusable_runs(earlier, args)
+    # Only ppo_lstm runs, only the seeds asked for
+    assert [(run["algo"], run["seed"]) for run in reused] == [("ppo_lstm", 0), ("ppo_lstm", 1)]
+
+    with pytest.raises(ValueError, match="timesteps is 1000, this run's is 2000"):
+        benchmark.load_reusable_runs(earlier, argparse.Namespace(**{**vars(args), "timesteps": 2000}))
+    with pytest.raises(ValueError, match=r"lacks ppo_lstm runs for seeds 0\.\.3"):
+        benchmark.load_reusable_runs(earlier, argparse.Namespace(**{**vars(args), "seeds": 4}))
+    (tmp_path / "corrupt.json").write_text("{not json")
+    with pytest.raises(ValueError, match="not a results file"):
+        benchmark.load_reusable_runs(tmp_path / "corrupt.json", args)
