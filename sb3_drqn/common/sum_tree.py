@@ -23,8 +23,8 @@ class SumTree:
 
     @property
     def total(self) -> float:
-        """Sum of all leaves."""
-        return float(self.nodes[1]) if self.size > 1 else float(self.nodes[self.size])
+        """Sum of all leaves (node 1: the root, or the only leaf when ``size`` is 1)."""
+        return float(self.nodes[1])
 
     def __getitem__(self, leaves: np.ndarray) -> np.ndarray:
         return self.nodes[self.size + np.asarray(leaves)]

@@ -712,11 +712,9 @@ class RecurrentDQN(OffPolicyAlgorithm):
         stats = []
         prioritized = isinstance(self.replay_buffer, PrioritizedRecurrentReplayBuffer)
         beta = float(self.importance_sampling_schedule(self._current_progress_remaining))
+        sample_kwargs: dict[str, Any] = {"beta": beta} if prioritized else {}
         for _ in range(gradient_steps):
-            if prioritized:
-                replay_data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env, beta=beta)  # type: ignore[call-arg]
-            else:
-                replay_data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)
+            replay_data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env, **sample_kwargs)
             loss, current_q_values, target = self._compute_loss(replay_data)
 
             self.policy.optimizer.zero_grad()
