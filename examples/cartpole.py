@@ -9,7 +9,7 @@ On ``CartPole-v1`` (full state) both kinds of agent should reach 500.
 Settings come from the installed hyper-parameter files that the zoo's own commands use:
 
 - ``drqn``: the ``CartPoleNoVel-v1`` / ``CartPole-v1`` entry of sb3-drqn's ``drqn.yml`` (observations normalised
-  with ``VecNormalize``);
+  with ``VecNormalize`` where the entry says so: CartPoleNoVel-v1's does, CartPole-v1's does not);
 - ``dqn``: the RL Zoo's tuned ``CartPole-v1`` entry of its ``dqn.yml``, on both envs (the zoo has no DQN entry
   for ``CartPoleNoVel-v1``).
 
