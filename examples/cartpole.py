@@ -17,9 +17,10 @@ Every agent gets the same number of env steps, ``--timesteps`` (100k by default,
 own budget is 50k, over which its exploration schedule is stretched). Evaluation: 10 greedy episodes before
 training, every 5,000 steps and at the end.
 
-Budget: 2 envs x 2 agents x 3 seeds = 12 runs of 100k steps, one after the other on one core: about 40 minutes
-(measured on a busy 2-core machine: drqn about 500 and dqn about 1,200 env steps per second, so a drqn run takes
-about 4 minutes and a dqn run about 2, evaluations included).
+Budget: 2 envs x 2 agents x 3 seeds = 12 runs of 100k steps, one after the other on one core: about 45 minutes
+(measured on a busy 2-core machine: drqn about 300 and dqn about 1,000 env steps per second with the current
+entries' 64 sequences per batch, so a drqn run takes about 5 to 6 minutes and a dqn run under 2, evaluations
+included).
 
 Reproduce (writes ``examples/results/cartpole/cartpole.{json,png}``)::
 
