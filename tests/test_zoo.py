@@ -147,6 +147,19 @@ def test_hook_registers_on_rl_zoo3_import(tmp_path):
 
 
 @needs_hook
+def test_hook_registers_when_sampler_module_is_imported_first(tmp_path):
+    # sb3_drqn.zoo.hyperparams_opt is importable on its own, before rl_zoo3; the hook then registers on the
+    # zoo's first import (no partially imported sb3_drqn module in the way)
+    code = (
+        "from sb3_drqn.zoo.hyperparams_opt import convert_drqn_params; import rl_zoo3; "
+        "from rl_zoo3.hyperparams_opt import HYPERPARAMS_CONVERTER; "
+        "print(rl_zoo3.ALGOS['drqn'].__name__, HYPERPARAMS_CONVERTER['drqn'] is convert_drqn_params)"
+    )
+    output = run(["-c", code], tmp_path, check=False)
+    assert output.split() == ["RecurrentDQN", "True"], output
+
+
+@needs_hook
 def test_hook_opt_out(tmp_path):
     code = (
         "import sys, rl_zoo3; print('drqn' in rl_zoo3.ALGOS, "

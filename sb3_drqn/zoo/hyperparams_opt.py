@@ -1,7 +1,6 @@
 from typing import Any
 
 import optuna
-from rl_zoo3.hyperparams_opt import convert_offpolicy_params
 
 # Keys of a drqn trial that go to ``policy_kwargs`` rather than to RecurrentDQN
 RECURRENT_POLICY_KEYS = ("lstm_hidden_size", "n_lstm_layers", "rnn_type", "dueling")
@@ -20,6 +19,10 @@ def convert_drqn_params(sampled_params: dict[str, Any]) -> dict[str, Any]:
     :param sampled_params: The trial's parameters
     :return: The hyper-parameters for RecurrentDQN
     """
+    # Imported here, not at the top: importing this module first must not import rl_zoo3, whose import hook
+    # would then register drqn while this module is still half-initialised (and fail)
+    from rl_zoo3.hyperparams_opt import convert_offpolicy_params
+
     params = dict(sampled_params)
     recurrent_kwargs = {key: params.pop(key) for key in RECURRENT_POLICY_KEYS if key in params}
     hyperparams = convert_offpolicy_params(params)
