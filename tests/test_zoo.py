@@ -251,15 +251,63 @@ def test_sampler_and_converter():
         policy_kwargs = hyperparams["policy_kwargs"]
         assert {"net_arch", "lstm_hidden_size", "rnn_type", "dueling"} <= set(policy_kwargs)
         for key in (
-            *("sequence_length", "burn_in", "recurrent_init", "gamma", "batch_size", "gradient_steps"),
+            *("sequence_length", "burn_in", "recurrent_init", "gamma", "batch_size", "train_freq", "gradient_steps"),
             *("n_steps", "prioritized_replay", "value_rescaling"),
         ):
             assert key in hyperparams
+        # The derived settings are recorded with the trial
+        assert {key: trial.user_attrs[key] for key in ("batch_size", "burn_in", "train_freq")} == {
+            key: hyperparams[key] for key in ("batch_size", "burn_in", "train_freq")
+        }
         keys_seen |= set(hyperparams)
         model = RecurrentDQN("MlpLstmPolicy", "CartPole-v1", buffer_size=500, learning_starts=10, **hyperparams)
         model.learn(40)
         study.tell(trial, 0.0)
-    assert "one_minus_gamma" not in keys_seen and "batch_size_pow" not in keys_seen
+    assert not keys_seen & {"one_minus_gamma", "learning_steps", "replay_ratio", "burn_in_fraction"}
+
+
+def test_sampler_bounds_the_cost_per_env_step():
+    """Over many draws: learning steps per update, replay ratio and updates per env step stay in their ranges."""
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    seen: dict[str, set] = {"learning_steps": set(), "replay_ratio": set(), "updates_interval": set(), "burn_in": set()}
+    for _ in range(1000):
+        hyperparams = sample_drqn_params(study.ask(), 2, 1, {"using_her_replay_buffer": False})
+        batch_size, sequence_length = hyperparams["batch_size"], hyperparams["sequence_length"]
+        train_freq, gradient_steps = hyperparams["train_freq"], hyperparams["gradient_steps"]
+        learning_steps = batch_size * sequence_length
+        replay_ratio = learning_steps * gradient_steps / train_freq
+        assert all(isinstance(value, int) for value in (batch_size, sequence_length, train_freq, gradient_steps))
+        assert 512 <= learning_steps <= 1024 and 8 <= sequence_length <= 32 and batch_size >= 16
+        assert 64 <= replay_ratio <= 256
+        # Every trial learns: one update every 2 to 16 env steps
+        assert gradient_steps == 1 and 2 <= train_freq <= 16
+        assert 0 <= hyperparams["burn_in"] <= sequence_length and 1 <= hyperparams["n_steps"] <= 5
+        policy_kwargs = hyperparams["policy_kwargs"]
+        assert 32 <= policy_kwargs["lstm_hidden_size"] <= 128
+        assert 1 <= len(policy_kwargs["net_arch"]) <= 2 and max(policy_kwargs["net_arch"]) <= 128
+        seen["learning_steps"].add(learning_steps)
+        seen["replay_ratio"].add(replay_ratio)
+        seen["updates_interval"].add(train_freq)
+        seen["burn_in"].add(hyperparams["burn_in"] / sequence_length)
+    # The bounds are reached
+    assert {min(seen["learning_steps"]), max(seen["learning_steps"])} == {512, 1024}
+    assert {min(seen["replay_ratio"]), max(seen["replay_ratio"])} == {64, 256}
+    assert {min(seen["updates_interval"]), max(seen["updates_interval"])} == {2, 16}
+    assert seen["burn_in"] == {0.0, 0.5, 1.0}
+
+
+def test_converter_reads_the_earlier_samplers_trials():
+    """Studies made with the sampler before bounded costs (factors sampled one by one) still convert."""
+    params = dict(
+        one_minus_gamma=0.005, batch_size_pow=6, learning_rate=5e-4, train_freq=4, subsample_steps=4,
+        exploration_final_eps=0.01, exploration_fraction=0.1, target_update_interval=1000, net_arch="small",
+        sequence_length=8, burn_in=8, recurrent_init="stored", lstm_hidden_size=64, rnn_type="lstm", n_steps=5,
+        prioritized_replay=False, value_rescaling=False, dueling=False,
+    )  # fmt: skip
+    hyperparams = convert_drqn_params(params)
+    assert hyperparams["batch_size"] == 64 and hyperparams["gradient_steps"] == 1 and hyperparams["burn_in"] == 8
+    assert hyperparams["policy_kwargs"] == dict(net_arch=[64, 64], lstm_hidden_size=64, rnn_type="lstm", dueling=False)
+    assert hyperparams["gamma"] == pytest.approx(0.995)
 
 
 # The zoo's commands
@@ -366,7 +414,7 @@ def test_optimize_with_shared_journal_storage(tmp_path):
     assert len(study.trials) == 2
     assert all(trial.state == optuna.trial.TrialState.COMPLETE for trial in study.trials)
     for trial in study.trials:
-        assert {"sequence_length", "burn_in", "lstm_hidden_size", "rnn_type", "learning_rate"} <= set(trial.params)
+        assert {"sequence_length", "burn_in_fraction", "lstm_hidden_size", "rnn_type", "learning_rate"} <= set(trial.params)
     # Report written at the end of -optimize (needs pandas)
     assert list((tmp_path / "logs" / "drqn").glob("report_CartPoleNoVel-v1_*.csv"))
     # Training from a stored trial (the zoo converts its parameters)
