@@ -89,7 +89,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--log-interval", type=int, default=10, help="episodes between logger dumps (CSV)")
     parser.add_argument("--out", type=Path, default=RESULTS / "soak.json")
     parser.add_argument("--plot", type=Path, default=DOCS_IMAGES / "soak_rss.png")
+    parser.add_argument("--smoke", action="store_true", help="tiny budget to check the script: 600 steps, buffer of 200")
     args = parser.parse_args(argv)
+    if args.smoke:
+        args.timesteps, args.buffer_size, args.sample_every = 600, 200, 200
     th.set_num_threads(1)
 
     model = RecurrentDQN(

@@ -14,15 +14,15 @@ Settings come from the installed hyper-parameter files that the zoo's own comman
   for ``CartPoleNoVel-v1``).
 
 Every agent gets the same number of env steps, ``--timesteps`` (100k by default, drqn.yml's budget; dqn.yml's
-own budget is 50k, over which its exploration schedule is stretched). Evaluation: 10 greedy episodes before
-training, every 5,000 steps and at the end.
+own budget is 50k, over which its exploration schedule is stretched). Evaluation: 10 greedy episodes every 5,000
+steps and at the end.
 
 Budget: 2 envs x 2 agents x 3 seeds = 12 runs of 100k steps, one after the other on one core: about 45 minutes
 (measured on a busy 2-core machine: drqn about 300 and dqn about 1,000 env steps per second with the current
 entries' 64 sequences per batch, so a drqn run takes about 5 to 6 minutes and a dqn run under 2, evaluations
 included).
 
-Reproduce (writes ``examples/results/cartpole/cartpole.{json,png}``)::
+Reproduce (writes ``examples/results/cartpole/cartpole.{json,md,png}`` and one JSON per run under ``runs/``)::
 
     python examples/cartpole.py
     python examples/cartpole.py --envs CartPoleNoVel-v1 --seeds 0 --timesteps 30000   # a quick look
@@ -33,60 +33,57 @@ The same agents with the zoo's commands (one seed each)::
     python -m rl_zoo3.train --algo dqn --env CartPole-v1 --seed 0 -tb runs/
 """
 
-import rl_zoo3.import_envs  # noqa: F401  (registers CartPoleNoVel-v1)
-from common import load_zoo_settings, make_model, make_parser, parse_overrides, run_experiments, zoo_hyperparams_path
-from stable_baselines3 import DQN
-from stable_baselines3.common.base_class import BaseAlgorithm
-from stable_baselines3.common.env_util import make_vec_env
-from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
-from stable_baselines3.common.vec_env import VecEnv, VecNormalize
+from pathlib import Path
 
-from sb3_drqn import RecurrentDQN
+import harness
+import rl_zoo3.import_envs  # noqa: F401  (registers CartPoleNoVel-v1)
 
 NAME = "cartpole"
 ENV_IDS = ("CartPole-v1", "CartPoleNoVel-v1")
-ALGOS: dict[str, type[OffPolicyAlgorithm]] = {"drqn": RecurrentDQN, "dqn": DQN}
+ALGOS = ("drqn", "dqn")
 # The zoo's DQN settings for CartPole-v1 are used on both envs
 DQN_ENTRY = "CartPole-v1"
-MAX_EVAL_ENVS = 5
 
 
-def main() -> None:
-    parser = make_parser(__doc__, NAME, algos=list(ALGOS), timesteps=100_000, n_seeds=3, eval_freq=5000, eval_episodes=10)
-    parser.add_argument("--envs", nargs="+", choices=ENV_IDS, default=list(ENV_IDS), help="envs (default: both)")
-    args = parser.parse_args()
-    overrides = parse_overrides(args.hyperparams, ALGOS.values())
-    settings = {("drqn", env_id): load_zoo_settings(zoo_hyperparams_path("drqn"), env_id) for env_id in args.envs} | {
-        ("dqn", env_id): load_zoo_settings(zoo_hyperparams_path("dqn"), DQN_ENTRY) for env_id in args.envs
-    }
-
-    def build(algo: str, env_id: str, seed: int) -> tuple[BaseAlgorithm, VecEnv]:
-        algo_settings = settings[(algo, env_id)]
-        env = make_vec_env(env_id, n_envs=1, seed=seed)
-        eval_env = make_vec_env(env_id, n_envs=min(args.eval_episodes, MAX_EVAL_ENVS), seed=seed + 10_000)
-        if algo_settings.normalize is not None:
-            env = VecNormalize(env, **algo_settings.normalize)
-            # Statistics are copied from the training env before each evaluation (EvalCallback)
-            eval_env = VecNormalize(eval_env, training=False, norm_reward=False)
-        model = make_model(ALGOS[algo], algo_settings.policy, env, algo_settings.kwargs, overrides, args, seed)
-        return model, eval_env
-
-    run_experiments(
-        NAME,
-        args,
-        args.envs,
-        build,
-        deterministic=True,
-        title="DRQN (MlpLstmPolicy, drqn.yml) vs DQN (zoo's tuned CartPole-v1 settings)",
-        config=dict(
-            envs=args.envs,
-            settings={
-                f"{algo} on {env_id}": dict(file=str(zoo_hyperparams_path(algo)), entry=s.entry, **s.raw)
-                for (algo, env_id), s in settings.items()
-            },
-        ),
-        reference=(475.0, "475 (solved)"),
+def main(argv: list[str] | None = None) -> None:
+    parser = harness.make_parser(
+        __doc__,
+        Path(__file__).resolve().parent / "results" / NAME,
+        ALGOS,
+        timesteps=100_000,
+        seeds=[0, 1, 2],
+        eval_freq=5000,
+        eval_episodes=10,
     )
+    parser.add_argument("--envs", nargs="+", choices=ENV_IDS, default=list(ENV_IDS), help="envs (default: both)")
+    args = harness.parse_args(parser, argv)
+    runs = []
+    for env_id in args.envs:
+        settings = dict(
+            drqn=harness.load_settings("drqn", env_id, args.hyperparams),
+            dqn=harness.load_settings("dqn", DQN_ENTRY, args.hyperparams),
+        )
+        runs += [
+            harness.Run(
+                env_id,
+                agent,
+                seed,
+                env_id,
+                settings[agent],
+                args.timesteps,
+                args.eval_freq,
+                args.eval_episodes,
+                device=args.device,
+                tensorboard_log=str(args.out_dir / "tb"),
+            )
+            for agent in args.algos
+            for seed in args.seeds
+        ]
+    results = harness.run_all(runs, args.out_dir / "runs", args.n_procs)
+    summary = harness.summarize(results)
+    harness.write_results(args.out_dir, NAME, results, summary, harness.results_table(summary, solved=475.0))
+    title = "DRQN (MlpLstmPolicy, drqn.yml) vs DQN (zoo's tuned CartPole-v1 settings)"
+    harness.plot_curves(summary, args.out_dir / f"{NAME}.png", title, reference=475.0)
 
 
 if __name__ == "__main__":

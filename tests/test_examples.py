@@ -1,4 +1,4 @@
-"""Smoke tests: every example runs end to end for a few hundred steps (their real runs are made by hand)."""
+"""Smoke tests: every example runs end to end with ``--smoke`` (their real runs are made by hand)."""
 
 import json
 import subprocess
@@ -11,9 +11,6 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 pytestmark = pytest.mark.skipif(not EXAMPLES.is_dir(), reason="the examples are not part of this checkout")
 
-# A few hundred steps, learning from step 100, two evaluations of short episodes
-QUICK = ("--timesteps", "300", "--seeds", "0", "--eval-freq", "150", "--eval-episodes", "2", "--no-progress-bar")
-
 
 def run_example(script: str, *args: str) -> subprocess.CompletedProcess:
     """Run ``examples/<script>`` with ``args`` in a fresh interpreter; it must exit cleanly."""
@@ -23,13 +20,19 @@ def run_example(script: str, *args: str) -> subprocess.CompletedProcess:
 
 
 def check_outputs(out_dir: Path, name: str, env_ids: list[str], algos: list[str]) -> None:
-    """The JSON holds a curve from step 0 to the end for every env and agent, and the PNG was written."""
+    """Every env and agent has a run file and a curve evaluated every 150 steps, summarised and plotted."""
     result = json.loads((out_dir / f"{name}.json").read_text())
     assert (out_dir / f"{name}.png").stat().st_size > 0
-    assert sorted((run["env_id"], run["algo"]) for run in result["runs"]) == sorted((e, a) for e in env_ids for a in algos)
+    table_rows = [line for line in (out_dir / f"{name}.md").read_text().splitlines() if line.startswith("| ")]
+    assert len(table_rows) == 1 + len(env_ids) * len(algos)
+    expected = sorted((env_id, algo) for env_id in env_ids for algo in algos)
+    assert sorted((run["task"], run["agent"]) for run in result["runs"]) == expected
+    assert len(list((out_dir / "runs").glob("*.json"))) == len(expected)
     for run in result["runs"]:
-        assert run["eval_timesteps"][0] == 0 and run["eval_timesteps"][-1] >= 300
-        assert len(run["eval_mean_returns"]) == len(run["eval_timesteps"]) >= 3
+        # Every 150 steps and at the end (DQN's train_freq of 256 runs past 300 steps)
+        assert run["eval_steps"][:2] == [150, 300] and run["eval_steps"][-1] == run["num_timesteps"] >= 300
+        assert len(run["eval_means"]) == len(run["eval_steps"])
+        assert run["final_mean"] == run["eval_means"][-1] and run["settings"]["overrides"]["learning_starts"] == 100
     for env_id in env_ids:
         assert sorted(result["summary"][env_id]) == sorted(algos)
     assert any((out_dir / "tb").iterdir())
@@ -41,31 +44,35 @@ def test_help(script):
 
 
 def test_cartpole(tmp_path):
-    run_example("cartpole.py", *QUICK, "--hyperparams", "learning_starts:100", "--out-dir", str(tmp_path))
+    run_example("cartpole.py", "--smoke", "--out-dir", str(tmp_path))
     check_outputs(tmp_path, "cartpole", ["CartPole-v1", "CartPoleNoVel-v1"], ["drqn", "dqn"])
+    result = json.loads((tmp_path / "cartpole.json").read_text())
+    sources = {(run["task"], run["agent"]): run["settings"]["source"] for run in result["runs"]}
+    # drqn from drqn.yml's entry of each env; dqn from the zoo's CartPole-v1 entry on both
+    assert sources[("CartPoleNoVel-v1", "drqn")] == "drqn.yml:CartPoleNoVel-v1"
+    assert sources[("CartPoleNoVel-v1", "dqn")] == "dqn.yml:CartPole-v1"
+
+
+def test_finished_runs_are_skipped(tmp_path):
+    args = ("--smoke", "--envs", "CartPole-v1", "--algos", "dqn", "--out-dir", str(tmp_path))
+    run_example("cartpole.py", *args)
+    run_file = tmp_path / "runs" / "CartPole-v1__dqn__seed0.json"
+    before = run_file.read_text()
+    output = run_example("cartpole.py", *args).stdout
+    assert "1 of 1 runs already done" in output and run_file.read_text() == before
 
 
 @pytest.mark.slow
 def test_cartpole_pixels(tmp_path):
-    run_example(
-        "cartpole_pixels.py",
-        *QUICK,
-        *("--frame-size", "36", "--hyperparams", "learning_starts:100", "buffer_size:1000", "--out-dir", str(tmp_path)),
-    )
+    run_example("cartpole_pixels.py", "--smoke", "--frame-size", "36", "--out-dir", str(tmp_path))
     check_outputs(tmp_path, "cartpole_pixels", ["CartPole-v1"], ["drqn", "dqn"])
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("flickering", [False, True])
 def test_pong(tmp_path, flickering):
-    # Tiny buffers and batches; episodes cut after 400 frames (100 steps)
+    # --smoke cuts episodes after 400 frames (100 steps); tiny batches
     options = ["--flickering"] if flickering else []
-    overrides = ("learning_starts:200", "buffer_size:1000", "batch_size:4")
-    run_example(
-        "pong.py",
-        *QUICK,
-        *options,
-        *("--max-episode-frames", "400", "--hyperparams", *overrides, "--out-dir", str(tmp_path)),
-    )
+    run_example("pong.py", "--smoke", *options, "--hyperparams", "batch_size:4", "--out-dir", str(tmp_path))
     name, env_id = ("pong_flickering", "FlickeringPongNoFrameskip-v4") if flickering else ("pong", "PongNoFrameskip-v4")
     check_outputs(tmp_path, name, [env_id], ["drqn", "dqn", "dqn_stack4"])
