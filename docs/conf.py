@@ -15,9 +15,8 @@ from typing import Any
 
 from sphinx.util.nodes import make_refnode
 
-# The checkout's package, for a build from a clone without installing it (an installed sb3_drqn comes first
-# only if this path is not there: the checkout is what is documented)
-sys.path.insert(0, os.path.abspath(".."))
+# The checkout's package comes first, so that the checkout is what is documented, installed or not
+sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")))
 
 with open(os.path.join(os.path.dirname(__file__), "..", "sb3_drqn", "version.txt")) as file_handler:
     __version__ = file_handler.read().strip()
@@ -25,7 +24,8 @@ with open(os.path.join(os.path.dirname(__file__), "..", "sb3_drqn", "version.txt
 # -- Project information -----------------------------------------------------
 
 project = "sb3-drqn"
-copyright = f"2026-{max(datetime.date.today().year, 2026)}, sb3-drqn developers"
+_year = datetime.date.today().year
+copyright = f"2026{f'-{_year}' if _year > 2026 else ''}, sb3-drqn developers"
 author = "sb3-drqn developers"
 version = __version__
 release = __version__
