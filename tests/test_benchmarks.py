@@ -62,3 +62,70 @@ def test_ablation_benchmark_runs(tmp_path):
     for option in summary["memory"].values():
         low, high = option["final_ci"]
         assert len(option["final_per_seed"]) == 2 and low <= option["final_iqm"] <= high
+
+
+def load_memory_suite_module():
+    """``benchmarks/memory_suite.py`` as a module (the benchmarks folder is not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("memory_suite_benchmark", BENCHMARKS / "memory_suite.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_memory_suite_split_and_conversion():
+    suite = load_memory_suite_module()
+    # 12 tasks, 8 to tune on and 4 unseen, the same split as the committed tasks file
+    assert len(suite.TASKS) == 12 and len(suite.TUNING_TASKS) == 8 and not set(suite.TUNING_TASKS) & set(suite.UNSEEN_TASKS)
+    committed = json.loads((BENCHMARKS / "results" / "memory_suite" / "tasks.json").read_text())
+    assert committed["split"]["unseen"] == list(suite.UNSEEN_TASKS) and sorted(committed["tasks"]) == sorted(suite.TASKS)
+    # Tuple observations, MultiDiscrete actions and Discrete observations become a Box and a Discrete action space
+    for name, obs_dim, n_actions in (("Autoencode", 6, 4), ("MineSweeper", 3, 16), ("CountRecall", 4, 27)):
+        env = suite.popgym_env(f"popgym-{name}Easy-v0")
+        obs, _ = env.reset(seed=0)
+        assert env.observation_space.shape == obs.shape == (obs_dim,) and env.action_space.n == n_actions
+        assert env.observation_space.contains(env.step(env.action_space.sample())[0])
+
+
+def test_memory_suite_scores_and_goals():
+    suite = load_memory_suite_module()
+    tasks = {"A": dict(random_return=-0.5, max_return=1.0), "B": dict(random_return=20.0, max_return=500.0)}
+
+    def run(task, agent, seed, curve):
+        return dict(task=task, agent=agent, seed=seed, eval_steps=[1, 2], eval_means=curve, final_mean=curve[-1], wall_time=1)
+
+    runs = [
+        run("A", "drqn", 0, [1.0, 0.25]),  # normalised 1.0 then 0.5: 0.5 below its best
+        run("A", "ppo_lstm", 0, [-0.5, -0.5]),
+        run("A", "dqn_stack4", 0, [0.25, 0.25]),
+        run("B", "drqn", 0, [20.0, 30.0]),  # 10/480 above random: within 0.05 of random, as ppo_lstm
+        run("B", "ppo_lstm", 0, [20.0, 20.0]),
+        run("B", "dqn_stack4", 0, [20.0, 20.0]),
+    ]
+    scores = suite.normalised(runs, tasks)
+    assert [r["final_mean"] for r in scores[:3]] == [0.5, 0.0, 0.5]
+    summary = {task: {r["agent"]: dict(final_mean=r["final_mean"]) for r in scores if r["task"] == task} for task in "AB"}
+    suite.TASKS = ("A", "B")
+    checks = suite.goal_checks(summary, scores, "drqn")
+    assert "1 of 2 tasks" in checks[0] and checks[0].endswith(": A")  # B counts against drqn
+    assert checks[1].endswith("every task: yes")
+    assert "no: A seed 0 (0.50)" in checks[2]
+
+
+@pytest.mark.slow
+def test_memory_suite_benchmark_runs(tmp_path):
+    run_benchmark(
+        "memory_suite.py",
+        *("--smoke", "--tasks", "RepeatPrevious", "MineSweeper", "--algos", "drqn", "dqn_stack4"),
+        *("--bootstrap", "20", "--out-dir", str(tmp_path), "--plot", str(tmp_path / "suite.png")),
+    )
+    result = json.loads((tmp_path / "memory_suite.json").read_text())
+    assert sorted(result["summary"]) == ["MineSweeper", "RepeatPrevious"]
+    assert all(sorted(agents) == ["dqn_stack4", "drqn"] for agents in result["summary"].values())
+    sources = {run["agent"]: run["settings"]["source"] for run in result["runs"]}
+    assert sources == {"drqn": "drqn.yml:default", "dqn_stack4": "dqn.yml:CartPole-v1"}
+    assert len(list((tmp_path / "runs").glob("*.json"))) == 4 and (tmp_path / "suite.png").stat().st_size > 0
+    table = (tmp_path / "memory_suite.md").read_text()
+    assert "| unseen | MineSweeper |" in table and "drqn >= dqn_stack4 on every task" in table
