@@ -338,6 +338,14 @@ def run_all(runs: Sequence[Run], runs_dir: Path, n_procs: int = 1) -> list[dict[
     """
     paths = [runs_dir / f"{run.name}.json" for run in runs]
     results: dict[int, dict[str, Any]] = {i: json.loads(p.read_text()) for i, p in enumerate(paths) if p.exists()}
+    for i, result in results.items():
+        # A finished run is reused only if it was made with the same settings and budget
+        expected = dict(hyperparams=json.loads(json.dumps(runs[i].settings.raw, default=str)), timesteps=runs[i].timesteps,
+                        eval_freq=runs[i].eval_freq, eval_episodes=runs[i].eval_episodes)  # fmt: skip
+        found = dict(result["settings"], **{key: result[key] for key in ("timesteps", "eval_freq", "eval_episodes")})
+        changed = [key for key, value in expected.items() if found[key] != value]
+        if changed:
+            raise ValueError(f"{paths[i]} was made with other {', '.join(changed)}: move it away to rerun {runs[i].name}")
     todo = [i for i in range(len(runs)) if i not in results]
     print(f"{len(results)} of {len(runs)} runs already done in {runs_dir}; {len(todo)} to run", flush=True)
     start = time.perf_counter()
@@ -525,9 +533,13 @@ def make_parser(
 def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Parse, with ``--smoke``'s values as defaults (options given explicitly win), and set one torch thread."""
     import torch as th
+    from rl_zoo3.utils import ALGOS
 
     th.set_num_threads(1)
     args = parser.parse_args(argv)
+    known = set(ZOO_KEYS).union(*(inspect.signature(algo.__init__).parameters for algo in ALGOS.values()))
+    if set(args.hyperparams) - known:
+        parser.error(f"--hyperparams: {', '.join(sorted(set(args.hyperparams) - known))} is no setting of any zoo algorithm")
     if args.smoke:
         parser.set_defaults(**SMOKE)
         args = parser.parse_args(argv)

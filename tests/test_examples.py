@@ -76,3 +76,16 @@ def test_pong(tmp_path, flickering):
     run_example("pong.py", "--smoke", *options, "--hyperparams", "batch_size:4", "--out-dir", str(tmp_path))
     name, env_id = ("pong_flickering", "FlickeringPongNoFrameskip-v4") if flickering else ("pong", "PongNoFrameskip-v4")
     check_outputs(tmp_path, name, [env_id], ["drqn", "dqn", "dqn_stack4"])
+
+
+def test_a_finished_run_with_other_settings_is_refused(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(EXAMPLES))
+    import harness
+
+    settings = harness.load_settings("dqn", "CartPole-v1", dict(learning_starts=100))
+    assert settings.source == "dqn.yml:CartPole-v1" and settings.kwargs["learning_starts"] == 100
+    run = harness.Run("CartPole-v1", "dqn", 0, "CartPole-v1", settings, timesteps=300, eval_freq=150, eval_episodes=2)
+    recorded = dict(settings=dict(hyperparams={**settings.raw, "learning_starts": 1000}), timesteps=300, eval_freq=150)
+    (tmp_path / f"{run.name}.json").write_text(json.dumps(dict(recorded, eval_episodes=2)))
+    with pytest.raises(ValueError, match="was made with other hyperparams: move it away to rerun"):
+        harness.run_all([run], tmp_path)
