@@ -68,7 +68,6 @@ class Settings:
     :param n_envs: Number of training envs
     :param normalize: ``VecNormalize`` arguments, or ``None``
     :param frame_stack: Frames stacked by ``VecFrameStack``, or ``None``
-    :param env_wrapper: The entry's env wrapper, or ``None``
     """
 
     algo: str
@@ -80,7 +79,6 @@ class Settings:
     n_envs: int
     normalize: dict[str, Any] | None
     frame_stack: int | None
-    env_wrapper: Callable[[gym.Env], gym.Env] | None
 
 
 def convert(algo: str, raw: dict[str, Any], source: str, overrides: dict[str, Any] | None = None) -> Settings:
@@ -102,7 +100,7 @@ def convert(algo: str, raw: dict[str, Any], source: str, overrides: dict[str, An
     # The env id only names the zoo's log folder, which is not created
     manager = ExperimentManager(argparse.Namespace(), algo, "CartPole-v1", tempfile.gettempdir(), verbose=0)
     with contextlib.redirect_stdout(io.StringIO()):
-        kwargs, env_wrapper, _, _ = manager._preprocess_hyperparams(copy.deepcopy(raw))
+        kwargs, _, _, _ = manager._preprocess_hyperparams(copy.deepcopy(raw))
     policy = kwargs.pop("policy")
     return Settings(
         algo=algo,
@@ -114,7 +112,6 @@ def convert(algo: str, raw: dict[str, Any], source: str, overrides: dict[str, An
         n_envs=manager.n_envs,
         normalize=dict(manager.normalize_kwargs) if manager.normalize else None,
         frame_stack=manager.frame_stack,
-        env_wrapper=env_wrapper,
     )
 
 
@@ -183,11 +180,13 @@ def make_env(
     Unlike the zoo, frames are stacked inside ``VecNormalize``: SB3's off-policy algorithms store its
     ``get_original_obs()``, which must have the stacked shape.
     """
+    from rl_zoo3.utils import get_wrapper_class
     from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.preprocessing import is_image_space, is_image_space_channels_first
     from stable_baselines3.common.vec_env import VecFrameStack, VecNormalize, VecTransposeImage
 
-    wrappers = [w for w in (wrapper, settings.env_wrapper) if w is not None]
+    # The zoo's wrapper is built here, not kept in the settings: it is a local function, which runs cannot pickle
+    wrappers = [w for w in (wrapper, get_wrapper_class(settings.raw)) if w is not None]
     vec_env = make_vec_env(
         env, n_envs=n_envs, seed=seed, env_kwargs=env_kwargs, wrapper_class=functools.partial(_wrap, wrappers=wrappers)
     )
