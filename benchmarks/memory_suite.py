@@ -28,10 +28,11 @@ Agents, one setting each across the suite:
   ``VecFrameStack(4)`` (the zoo's ``frame_stack: 4``);
 - ``ppo_lstm``: sb3-contrib RecurrentPPO with the zoo's ``CartPoleNoVel-v1`` entry of ``ppo_lstm.yml``.
 
-Seeds 0, 1, 2; 100k env steps; 50 deterministic evaluation episodes every 10k steps and at the end. Every finished
-run is written at once to ``<out-dir>/runs/<task>__<agent>__seed<k>.json`` and skipped when the script is started
-again, so the suite can span several sittings (two runs at a time, one torch thread each). ``--screen``: the
-cheap pass for candidates (seed 0, 50k steps, the 8 tuning tasks, runs under ``<out-dir>/screen/``).
+Seeds 0, 1, 2; 100k env steps for every agent (the entries' own ``n_timesteps`` are not used; schedules such as the
+exploration fraction stretch over the 100k); 50 deterministic evaluation episodes every 10k steps and at the end.
+Every finished run is written at once to ``<out-dir>/runs/<task>__<agent>__seed<k>.json`` and skipped when the
+script is started again, so the suite can span several sittings (two runs at a time, one torch thread each).
+``--screen``: the cheap pass for candidates (seed 0, 50k steps, the 8 tuning tasks, runs under ``<out-dir>/screen/``).
 
 The summary (``memory_suite.{json,md}``, ``docs/images/memory_suite.png``): per task the normalised final score's
 mean and spread over seeds (unseen tasks in their own rows), IQM with 95% stratified bootstrap intervals over the

@@ -220,7 +220,6 @@ class Run:
     :param deterministic: Greedy evaluation (``False``: the agent's exploration, e.g. Atari as the zoo evaluates)
     :param device: Torch device
     :param tensorboard_log: TensorBoard folder, or ``None``
-    :param extra: Anything else to record with the run
     """
 
     task: str
@@ -237,7 +236,6 @@ class Run:
     deterministic: bool = True
     device: str = "auto"
     tensorboard_log: str | None = None
-    extra: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -317,7 +315,6 @@ def run_one(run: Run, path: Path) -> dict[str, Any]:
         eval_time=eval_time[0],
         train_time=wall_time - eval_time[0],
         machine=dict(platform=platform.platform(), python=platform.python_version(), torch=th.__version__),
-        **run.extra,
     )
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(".part")
