@@ -17,7 +17,7 @@ Options (see :class:`~sb3_drqn.RecurrentDQN`): ``n_step`` (``n_steps=5``), ``pri
 Each run is evaluated every ``--eval-freq`` steps (deterministic episodes on a separate env). Reported per task and
 option, over seeds: the interquartile mean (IQM) of the final evaluation and of the mean evaluation over the run
 (area under the curve), each with a 95% stratified bootstrap confidence interval (``rliable``).
-Outputs: one JSON per run under ``<out-dir>/runs/`` (finished runs are skipped on restart), ``ablation.{json,md}``
+Outputs: one JSON per run under ``<out-dir>/run_results/`` (finished runs are skipped on restart), ``ablation.{json,md}``
 in ``--out-dir`` and a PNG of the curves.
 
 Usage::
@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--plot", type=Path, default=REPO / "docs" / "images" / "ablation.png")
     args = harness.parse_args(parser, argv)
     runs = [make_run(task, option, seed, args) for task in args.tasks for seed in args.seeds for option in args.algos]
-    results = harness.run_all(runs, args.out_dir / "runs", args.n_procs)
+    results = harness.run_all(runs, args.out_dir, args.n_procs)
     summary = harness.summarize(results, args.bootstrap)
     lines = [
         "| task | option | final return, IQM [95% CI] | mean return over the run, IQM [95% CI] | final per seed | time (s) |",

@@ -12,7 +12,7 @@ Compares, over several seeds and the same number of env steps:
 Each run is evaluated every ``--eval-freq`` env steps (mean return of ``--eval-episodes`` deterministic episodes
 on a separate eval env) and once more at the end (``--final-eval-episodes`` episodes). ``--hyperparams``
 overrides drqn's settings (and so the DQN settings matched to them). Outputs: one JSON per run under
-``<out-dir>/runs/`` (finished runs are skipped on restart), ``cartpole_novel.{json,md}`` in ``--out-dir`` and a
+``<out-dir>/run_results/`` (finished runs are skipped on restart), ``cartpole_novel.{json,md}`` in ``--out-dir`` and a
 PNG plot.
 
 Example (the full benchmark, about 45 min on two cores)::
@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> None:
         for agent in agents
         for seed in args.seeds
     ]
-    results = harness.run_all(runs, args.out_dir / "runs", args.n_procs)
+    results = harness.run_all(runs, args.out_dir, args.n_procs)
     summary = harness.summarize(results)[ENV_ID]
     table = format_table(summary, results)
     harness.write_results(args.out_dir, "cartpole_novel", results, summary, table)

@@ -30,7 +30,7 @@ Agents, one setting each across the suite:
 
 Seeds 0, 1, 2; 100k env steps for every agent (the entries' own ``n_timesteps`` are not used; schedules such as the
 exploration fraction stretch over the 100k); 50 deterministic evaluation episodes every 10k steps and at the end.
-Every finished run is written at once to ``<out-dir>/runs/<task>__<agent>__seed<k>.json`` and skipped when the
+Every finished run is written at once to ``<out-dir>/run_results/<task>__<agent>__seed<k>.json`` and skipped when the
 script is started again, so the suite can span several sittings (two runs at a time, one torch thread each).
 ``--screen``: the cheap pass for candidates (seed 0, 50k steps, the 8 tuning tasks, runs under ``<out-dir>/screen/``).
 
@@ -313,10 +313,10 @@ def main(argv: list[str] | None = None) -> None:
     # Baselines first (they do not depend on our code), slow ones first within them
     agents = sorted(args.algos, key=("ppo_lstm", "dqn_stack4", "dqn", "drqn").index)
     if args.summary_only:
-        results = [json.loads(path.read_text()) for path in sorted((out_dir / "runs").glob("*.json"))]
+        results = [json.loads(path.read_text()) for path in sorted((out_dir / harness.RUN_FILES).glob("*.json"))]
     else:
         runs = [make_run(task, agent, seed, args, names[agent]) for agent in agents for seed in args.seeds for task in tasks]
-        results = harness.run_all(runs, out_dir / "runs", args.n_procs)
+        results = harness.run_all(runs, out_dir, args.n_procs)
     task_info = json.loads(args.tasks_file.read_text())["tasks"]
     scores = normalised(results, task_info)
     summary = harness.summarize(scores, args.bootstrap)

@@ -22,7 +22,7 @@ Budget: 2 envs x 2 agents x 3 seeds = 12 runs of 100k steps, one after the other
 entries' 64 sequences per batch, so a drqn run takes about 5 to 6 minutes and a dqn run under 2, evaluations
 included).
 
-Reproduce (writes ``examples/results/cartpole/cartpole.{json,md,png}`` and one JSON per run under ``runs/``)::
+Reproduce (writes ``examples/results/cartpole/cartpole.{json,md,png}`` and one JSON per run under ``run_results/``)::
 
     python examples/cartpole.py
     python examples/cartpole.py --envs CartPoleNoVel-v1 --seeds 0 --timesteps 30000   # a quick look
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> None:
             for agent in args.algos
             for seed in args.seeds
         ]
-    results = harness.run_all(runs, args.out_dir / "runs", args.n_procs)
+    results = harness.run_all(runs, args.out_dir, args.n_procs)
     summary = harness.summarize(results)
     harness.write_results(args.out_dir, NAME, results, summary, harness.results_table(summary, solved=475.0))
     title = "DRQN (MlpLstmPolicy, drqn.yml) vs DQN (zoo's tuned CartPole-v1 settings)"

@@ -22,7 +22,7 @@ Budget: 2 agents x 3 seeds x 50k steps, one after the other on one core: about a
 per run; rendering alone takes about 2.5 ms per step). That is a short budget for learning from pixels: do not
 expect CartPole to be solved (return 500) in it; the plot shows how far each agent gets.
 
-Reproduce (writes ``examples/results/cartpole_pixels/cartpole_pixels.{json,md,png}`` and ``runs/``)::
+Reproduce (writes ``examples/results/cartpole_pixels/cartpole_pixels.{json,md,png}`` and ``run_results/``)::
 
     python examples/cartpole_pixels.py
     python examples/cartpole_pixels.py --timesteps 200000   # longer: about 3 to 4 hours
@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> None:
         for agent in args.algos
         for seed in args.seeds
     ]
-    results = harness.run_all(runs, args.out_dir / "runs", args.n_procs)
+    results = harness.run_all(runs, args.out_dir, args.n_procs)
     summary = harness.summarize(results)
     harness.write_results(args.out_dir, NAME, results, summary, harness.results_table(summary, solved=475.0))
     title = (

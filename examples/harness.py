@@ -38,6 +38,8 @@ ZOO_KEYS = ("n_timesteps", "policy", "normalize", "frame_stack", "env_wrapper", 
 # What --smoke sets (the shared convention: one seed, a few hundred steps, 2-episode evaluations, one process)
 SMOKE = dict(seeds=[0], timesteps=300, eval_freq=150, eval_episodes=2, n_procs=1)
 SMOKE_OVERRIDES = dict(learning_starts=100, buffer_size=1000)
+# Folder of the per-run files inside a script's --out-dir (not "runs/": .gitignore keeps the zoo's runs/ out of git)
+RUN_FILES = "run_results"
 
 
 def hyperparams_file(algo: str) -> Path:
@@ -323,15 +325,16 @@ def run_one(run: Run, path: Path) -> dict[str, Any]:
     return result
 
 
-def run_all(runs: Sequence[Run], runs_dir: Path, n_procs: int = 1) -> list[dict[str, Any]]:
+def run_all(runs: Sequence[Run], out_dir: Path, n_procs: int = 1) -> list[dict[str, Any]]:
     """
-    Run every run not yet written under ``runs_dir`` (``<task>__<agent>__seed<k>.json``), ``n_procs`` at a time.
+    Run every run not yet written to ``<out_dir>/run_results/<task>__<agent>__seed<k>.json``, ``n_procs`` at a time.
 
     :param runs: The runs, in the order to start them
-    :param runs_dir: Folder of the per-run files
+    :param out_dir: Output folder of the script
     :param n_procs: Runs in parallel (processes); 1 runs them in this process
     :return: The results, in the order of ``runs``
     """
+    runs_dir = out_dir / RUN_FILES
     paths = [runs_dir / f"{run.name}.json" for run in runs]
     results: dict[int, dict[str, Any]] = {i: json.loads(p.read_text()) for i, p in enumerate(paths) if p.exists()}
     for i, result in results.items():
@@ -509,7 +512,10 @@ def make_parser(
         "--n-procs", type=int, default=defaults.get("n_procs", 1), help="runs in parallel (default: %(default)s)"
     )
     parser.add_argument(
-        "--out-dir", type=Path, default=out_dir, help="outputs; finished runs under runs/ are skipped (default: %(default)s)"
+        "--out-dir",
+        type=Path,
+        default=out_dir,
+        help="outputs; finished runs found in its run_results/ are skipped (default: %(default)s)",
     )
     parser.add_argument(
         "--hyperparams",

@@ -27,7 +27,7 @@ measured: a few hundred steps per second, a few hours per run, about a day of GP
 Memory: the replay buffers hold 100k steps, about 0.7 GB for drqn (each frame once), 1.4 GB for dqn and 5.6 GB
 for dqn_stack4 (SB3's buffer stores each observation and the next one); ``--hyperparams buffer_size:N`` lowers it.
 
-Reproduce (writes ``examples/results/pong/pong.{json,md,png}``, ``pong_flickering.{json,md,png}`` and ``runs/``)::
+Reproduce (writes ``examples/results/pong/pong.{json,md,png}``, ``pong_flickering.{json,md,png}`` and ``run_results/``)::
 
     python examples/pong.py
     python examples/pong.py --flickering
@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> None:
         for seed in args.seeds
     ]
     name = f"{NAME}_flickering" if args.flickering else NAME
-    results = harness.run_all(runs, args.out_dir / "runs", args.n_procs)
+    results = harness.run_all(runs, args.out_dir, args.n_procs)
     summary = harness.summarize(results)
     harness.write_results(args.out_dir, name, results, summary, harness.results_table(summary))
     title = "DRQN (1 frame, GRU) vs DQN (1 frame) vs DQN (4 frames), AtariWrapper" + (

@@ -24,7 +24,7 @@ def test_cartpole_novel_benchmark_runs(tmp_path):
     sources = {run["agent"]: run["settings"]["source"] for run in result["runs"]}
     assert sources["drqn"] == "drqn.yml:CartPoleNoVel-v1" and sources["ppo_lstm"] == "ppo_lstm.yml:CartPoleNoVel-v1"
     assert result["runs"][0]["settings"]["hyperparams"]["learning_starts"] == 100  # --smoke's override, recorded
-    assert len(list((tmp_path / "runs").glob("*.json"))) == 4 and (tmp_path / "curves.png").stat().st_size > 0
+    assert len(list((tmp_path / "run_results").glob("*.json"))) == 4 and (tmp_path / "curves.png").stat().st_size > 0
 
 
 @pytest.mark.slow
@@ -126,6 +126,6 @@ def test_memory_suite_benchmark_runs(tmp_path):
     assert all(sorted(agents) == ["dqn_stack4", "drqn"] for agents in result["summary"].values())
     sources = {run["agent"]: run["settings"]["source"] for run in result["runs"]}
     assert sources == {"drqn": "drqn.yml:default", "dqn_stack4": "dqn.yml:CartPole-v1"}
-    assert len(list((tmp_path / "runs").glob("*.json"))) == 4 and (tmp_path / "suite.png").stat().st_size > 0
+    assert len(list((tmp_path / "run_results").glob("*.json"))) == 4 and (tmp_path / "suite.png").stat().st_size > 0
     table = (tmp_path / "memory_suite.md").read_text()
     assert "| unseen | MineSweeper |" in table and "drqn >= dqn_stack4 on every task" in table

@@ -27,7 +27,7 @@ def check_outputs(out_dir: Path, name: str, env_ids: list[str], algos: list[str]
     assert len(table_rows) == 1 + len(env_ids) * len(algos)
     expected = sorted((env_id, algo) for env_id in env_ids for algo in algos)
     assert sorted((run["task"], run["agent"]) for run in result["runs"]) == expected
-    assert len(list((out_dir / "runs").glob("*.json"))) == len(expected)
+    assert len(list((out_dir / "run_results").glob("*.json"))) == len(expected)
     for run in result["runs"]:
         # Every 150 steps and at the end (DQN's train_freq of 256 runs past 300 steps)
         assert run["eval_steps"][:2] == [150, 300] and run["eval_steps"][-1] == run["num_timesteps"] >= 300
@@ -56,7 +56,7 @@ def test_cartpole(tmp_path):
 def test_finished_runs_are_skipped(tmp_path):
     args = ("--smoke", "--envs", "CartPole-v1", "--algos", "dqn", "--out-dir", str(tmp_path))
     run_example("cartpole.py", *args)
-    run_file = tmp_path / "runs" / "CartPole-v1__dqn__seed0.json"
+    run_file = tmp_path / "run_results" / "CartPole-v1__dqn__seed0.json"
     before = run_file.read_text()
     output = run_example("cartpole.py", *args).stdout
     assert "1 of 1 runs already done" in output and run_file.read_text() == before
@@ -86,6 +86,7 @@ def test_a_finished_run_with_other_settings_is_refused(tmp_path, monkeypatch):
     assert settings.source == "dqn.yml:CartPole-v1" and settings.kwargs["learning_starts"] == 100
     run = harness.Run("CartPole-v1", "dqn", 0, "CartPole-v1", settings, timesteps=300, eval_freq=150, eval_episodes=2)
     recorded = dict(settings=dict(hyperparams={**settings.raw, "learning_starts": 1000}), timesteps=300, eval_freq=150)
-    (tmp_path / f"{run.name}.json").write_text(json.dumps(dict(recorded, eval_episodes=2)))
+    (tmp_path / "run_results").mkdir()
+    (tmp_path / "run_results" / f"{run.name}.json").write_text(json.dumps(dict(recorded, eval_episodes=2)))
     with pytest.raises(ValueError, match="was made with other hyperparams: move it away to rerun"):
         harness.run_all([run], tmp_path)
