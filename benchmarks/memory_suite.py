@@ -310,12 +310,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     out_dir = args.out_dir / "screen" if args.screen else args.out_dir
     names = {agent: f"drqn-{args.candidate}" if agent == "drqn" and args.candidate != "default" else agent for agent in AGENTS}
-    # Baselines first (they do not depend on our code), slow ones first within them
-    agents = sorted(args.algos, key=("ppo_lstm", "dqn_stack4", "dqn", "drqn").index)
+    # Seed by seed, so that a partial pass compares every agent on every task; slow agents first within a task
+    agents = sorted(args.algos, key=("ppo_lstm", "drqn", "dqn_stack4", "dqn").index)
     if args.summary_only:
         results = [json.loads(path.read_text()) for path in sorted((out_dir / harness.RUN_FILES).glob("*.json"))]
     else:
-        runs = [make_run(task, agent, seed, args, names[agent]) for agent in agents for seed in args.seeds for task in tasks]
+        runs = [make_run(task, agent, seed, args, names[agent]) for seed in args.seeds for task in tasks for agent in agents]
         results = harness.run_all(runs, out_dir, args.n_procs)
     task_info = json.loads(args.tasks_file.read_text())["tasks"]
     scores = normalised(results, task_info)
