@@ -24,6 +24,7 @@ import platform
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
@@ -380,12 +381,15 @@ def iqm_with_ci(scores: np.ndarray, reps: int = 2000, seed: int = 0) -> tuple[fl
     """
     from rliable import library, metrics
 
-    points, intervals = library.get_interval_estimates(
-        {"x": np.asarray(scores, dtype=float)},
-        lambda x: np.array([metrics.aggregate_iqm(x)]),
-        reps=reps,
-        random_state=np.random.RandomState(seed),
-    )
+    with warnings.catch_warnings():
+        # rliable hands its RandomState to arch, which warns that it will take a Generator instead
+        warnings.simplefilter("ignore", FutureWarning)
+        points, intervals = library.get_interval_estimates(
+            {"x": np.asarray(scores, dtype=float)},
+            lambda x: np.array([metrics.aggregate_iqm(x)]),
+            reps=reps,
+            random_state=np.random.RandomState(seed),
+        )
     return float(points["x"][0]), float(intervals["x"][0, 0]), float(intervals["x"][1, 0])
 
 
