@@ -57,6 +57,16 @@ def hyperparams_file(algo: str) -> Path:
     return Path(rl_zoo3.__file__).resolve().parent / "hyperparams" / f"{algo}.yml"
 
 
+def zoo_algos() -> dict[str, type]:
+    """:return: The zoo's algorithms by name, drqn included even where the import hook is off"""
+    from rl_zoo3.utils import ALGOS
+
+    from sb3_drqn.zoo import register
+
+    register()
+    return ALGOS
+
+
 @dataclasses.dataclass
 class Settings:
     """
@@ -95,9 +105,8 @@ def convert(algo: str, raw: dict[str, Any], source: str, overrides: dict[str, An
     :return: The settings
     """
     from rl_zoo3.exp_manager import ExperimentManager
-    from rl_zoo3.utils import ALGOS
 
-    accepted = set(inspect.signature(ALGOS[algo].__init__).parameters) | set(ZOO_KEYS)
+    accepted = set(inspect.signature(zoo_algos()[algo].__init__).parameters) | set(ZOO_KEYS)
     overrides = {key: value for key, value in (overrides or {}).items() if key in accepted}
     raw = {**raw, **overrides}
     # The env id only names the zoo's log folder, which is not created
@@ -256,7 +265,6 @@ def run_one(run: Run, path: Path) -> dict[str, Any]:
     if path.exists():
         return json.loads(path.read_text())
     import torch as th
-    from rl_zoo3.utils import ALGOS
     from stable_baselines3.common.callbacks import BaseCallback
     from stable_baselines3.common.evaluation import evaluate_policy
     from stable_baselines3.common.vec_env import sync_envs_normalization
@@ -266,7 +274,7 @@ def run_one(run: Run, path: Path) -> dict[str, Any]:
     env = make_env(run.env, settings, settings.n_envs, run.seed, run.env_kwargs, run.wrapper, eval_env=False)
     n_eval_envs = min(run.eval_episodes, 5)
     eval_env = make_env(run.env, settings, n_eval_envs, run.seed + 10_000, run.env_kwargs, run.wrapper, eval_env=True)
-    model = ALGOS[settings.algo](
+    model = zoo_algos()[settings.algo](
         settings.policy, env, seed=run.seed, device=run.device, tensorboard_log=run.tensorboard_log, **settings.kwargs
     )
     curve: list[tuple[int, float, float]] = []
@@ -539,11 +547,10 @@ def make_parser(
 def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Parse, with ``--smoke``'s values as defaults (options given explicitly win), and set one torch thread."""
     import torch as th
-    from rl_zoo3.utils import ALGOS
 
     th.set_num_threads(1)
     args = parser.parse_args(argv)
-    known = set(ZOO_KEYS).union(*(inspect.signature(algo.__init__).parameters for algo in ALGOS.values()))
+    known = set(ZOO_KEYS).union(*(inspect.signature(algo.__init__).parameters for algo in zoo_algos().values()))
     if set(args.hyperparams) - known:
         parser.error(f"--hyperparams: {', '.join(sorted(set(args.hyperparams) - known))} is no setting of any zoo algorithm")
     if args.smoke:
