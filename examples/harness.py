@@ -33,6 +33,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import yaml
+from stable_baselines3.common.base_class import BaseAlgorithm
 
 # Keys of a zoo entry that the zoo itself consumes (not constructor arguments)
 ZOO_KEYS = ("n_timesteps", "policy", "normalize", "frame_stack", "env_wrapper", "n_envs", "vec_env_wrapper", "callback")
@@ -57,7 +58,7 @@ def hyperparams_file(algo: str) -> Path:
     return Path(rl_zoo3.__file__).resolve().parent / "hyperparams" / f"{algo}.yml"
 
 
-def zoo_algos() -> dict[str, type]:
+def zoo_algos() -> dict[str, type[BaseAlgorithm]]:
     """:return: The zoo's algorithms by name, drqn included even where the import hook is off"""
     from rl_zoo3.utils import ALGOS
 
