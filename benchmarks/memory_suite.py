@@ -299,8 +299,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tasks-file", type=Path, default=OUT_DIR / "tasks.json", help="split, random and max returns")
     parser.add_argument("--plot", type=Path, default=REPO / "docs" / "images" / "memory_suite.png", help="PNG output")
     parser.add_argument("--bootstrap", type=int, default=2000, help="bootstrap samples of the confidence intervals")
-    if "--screen" in (sys.argv[1:] if argv is None else argv):
+    given = sys.argv[1:] if argv is None else argv
+    if "--screen" in given:
         parser.set_defaults(seeds=[0], timesteps=50_000)
+    if "--smoke" in given:
+        parser.set_defaults(random_episodes=20)
     args = harness.parse_args(parser, argv)
     if args.measure_random:
         measure_random(args.random_episodes, args.tasks_file)
