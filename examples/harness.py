@@ -479,10 +479,12 @@ def plot_curves(
     n_cols = min(len(summary), 4)
     n_rows = -(-len(summary) // n_cols)
     fig, axes = plt.subplots(n_rows, n_cols, figsize=(5.5 * n_cols, 4 * n_rows), squeeze=False)
+    # One colour per agent in every panel
+    colours = {agent: f"C{i}" for i, agent in enumerate(dict.fromkeys(a for agents in summary.values() for a in agents))}
     for ax, (task, agents) in zip(axes.flat, summary.items(), strict=False):
         for agent, s in agents.items():
-            (line,) = ax.plot(s["eval_steps"], s["mean"], label=f"{agent} ({len(s['seeds'])} seeds)")
-            ax.fill_between(s["eval_steps"], s["min"], s["max"], color=line.get_color(), alpha=0.2)
+            ax.plot(s["eval_steps"], s["mean"], color=colours[agent], label=f"{agent} ({len(s['seeds'])} seeds)")
+            ax.fill_between(s["eval_steps"], s["min"], s["max"], color=colours[agent], alpha=0.2)
         if reference is not None:
             ax.axhline(reference, color="black", linestyle="--", linewidth=1)
         ax.set(title=task, xlabel="env steps", ylabel=ylabel)
