@@ -6,15 +6,17 @@ with its usual 4-frame stack:
 
 1. replay memory: resident bytes per stored transition (filled in a fresh subprocess each, RSS before/after),
    and the resident cost of constructing a model with ``buffer_size=1_000_000``;
-2. update cost: one gradient step on 32 sequences x 10 steps (burn-in 0, then 10) against DQN's step on 320
-   transitions;
-3. acting cost: one env step while collecting (one forward carrying the state; exploration off for both);
+2. update cost, in three configurations (``CONFIGS``: (A) a CartPole-size MLP, (B) a small CNN on 10x10 frames,
+   (C) Atari), against DQN's update on as many transitions as the windows have learning steps, and the floor: a
+   bare ``nn.LSTM`` doing the same recurrent work;
+3. acting cost: ``learn()`` per env step, greedy, ``gradient_steps=0``, default ``log_interval`` (``ACTING``);
 4. scaling of the update time and peak memory with ``sequence_length``, ``burn_in`` and ``batch_size``.
 
 Times are medians over ``--repeats`` interleaved repetitions. Usage::
 
     python benchmarks/throughput.py                  # everything, prints tables, writes JSON/markdown/plot
     python benchmarks/throughput.py --quick          # fewer repetitions and a smaller scaling grid
+    python benchmarks/throughput.py --skip memory scaling   # update and acting cost only
 """
 
 import argparse
@@ -34,6 +36,7 @@ from stable_baselines3 import DQN
 from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.envs import FakeImageEnv
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from stable_baselines3.common.vec_env import VecFrameStack
 
 from sb3_drqn import RecurrentDQN
@@ -186,12 +189,204 @@ def measure_memory(n_transitions: int) -> dict[str, dict[str, float]]:
 
 
 # --------------------------------------------------------------------------------------------------------------
-# 2. and 3. Update and acting cost
+# 2. and 3. Update and acting cost, side by side with SB3's DQN (issue 14's configurations)
+
+
+class SmallCNN(BaseFeaturesExtractor):
+    """MinAtar's network body: one 3x3 convolution with 16 channels, then 128 features."""
+
+    def __init__(self, observation_space: spaces.Box, features_dim: int = 128) -> None:
+        super().__init__(observation_space, features_dim)
+        channels, height, width = observation_space.shape
+        self.net = th.nn.Sequential(
+            th.nn.Conv2d(channels, 16, 3),
+            th.nn.ReLU(),
+            th.nn.Flatten(),
+            th.nn.Linear(16 * (height - 2) * (width - 2), features_dim),
+            th.nn.ReLU(),
+        )
+
+    def forward(self, observations: th.Tensor) -> th.Tensor:
+        return self.net(observations)
+
+
+def small_image_env(n_envs: int = 1):
+    def make() -> FakeImageEnv:
+        env = FakeImageEnv(screen_height=10, screen_width=10, n_channels=4, discrete=True, channel_first=True)
+        env.ep_length = EPISODE_LENGTH
+        return env
+
+    return make_vec_env(make, n_envs=n_envs, seed=0)
+
+
+# name -> (RecurrentDQN's arguments, DQN's arguments, env factory for each, floor's (features, hidden))
+CONFIGS: dict[str, dict[str, Any]] = {
+    "A": dict(
+        title="(A) CartPole-size MLP: LSTM 64, head [64], 4 windows x 8 after 8 burn-in; DQN [64, 64], batch 32",
+        drqn=dict(
+            policy="MlpLstmPolicy",
+            batch_size=4,
+            sequence_length=8,
+            burn_in=8,
+            policy_kwargs=dict(lstm_hidden_size=64, net_arch=[64]),
+        ),
+        dqn=dict(policy="MlpPolicy", batch_size=32, policy_kwargs=dict(net_arch=[64, 64])),
+        drqn_env=lambda n: make_vec_env("CartPole-v1", n_envs=n, seed=0),
+        dqn_env=lambda n: make_vec_env("CartPole-v1", n_envs=n, seed=0),
+        floor=(4, 64),
+    ),
+    "B": dict(
+        title="(B) small CNN on 4x10x10 frames, LSTM 128, 4 windows x 8 after 8 burn-in; DQN same CNN, [128], batch 32",
+        drqn=dict(
+            policy="CnnLstmPolicy",
+            batch_size=4,
+            sequence_length=8,
+            burn_in=8,
+            policy_kwargs=dict(lstm_hidden_size=128, features_extractor_class=SmallCNN),
+        ),
+        dqn=dict(policy="CnnPolicy", batch_size=32, policy_kwargs=dict(net_arch=[128], features_extractor_class=SmallCNN)),
+        drqn_env=small_image_env,
+        dqn_env=small_image_env,
+        floor=(128, 128),
+    ),
+    "C": dict(
+        title="(C) Atari: Nature CNN + LSTM 512 on 84x84, 32 windows x 10 after 10 burn-in; DQN 4-frame stack, batch 320",
+        drqn=dict(
+            policy="CnnLstmPolicy", batch_size=32, sequence_length=10, burn_in=10, policy_kwargs=dict(lstm_hidden_size=LSTM)
+        ),
+        dqn=dict(
+            policy="CnnPolicy",
+            batch_size=320,
+            optimize_memory_usage=True,
+            replay_buffer_kwargs=dict(handle_timeout_termination=False),
+        ),
+        drqn_env=image_env,
+        dqn_env=lambda n: image_env(n, frame_stack=4),
+        floor=(512, LSTM),
+    ),
+}
+# Acting: (configuration, number of envs) and the goal on the ratio
+ACTING = [("A", 1, 1.3), ("A", 8, 1.3), ("C", 1, 1.45), ("C", 8, 1.3)]
+UPDATE_GOALS = {"A": 2.0, "B": 1.5, "C": 1.3}
+
+
+def make_model(config: str, algo: str, n_envs: int = 1) -> Any:
+    """The configuration's model, set up to act greedily without learning (``learning_starts=0``, no exploration,
+    ``gradient_steps=0``), so that ``learn`` measures acting and ``train`` one update."""
+    settings = dict(CONFIGS[config][algo])
+    policy = settings.pop("policy")
+    cls = RecurrentDQN if algo == "drqn" else DQN
+    return cls(
+        policy,
+        CONFIGS[config][f"{algo}_env"](n_envs),
+        buffer_size=20_000,
+        learning_starts=0,
+        gradient_steps=0,
+        exploration_initial_eps=0.0,
+        exploration_final_eps=0.0,
+        seed=0,
+        **settings,
+    )
+
+
+def lstm_floor(config: str) -> Any:
+    """A bare ``nn.LSTM`` doing the update's recurrent work: the target network over burn-in and learning steps
+    (no gradient), the online network's burn-in (no gradient), then its learning steps forward and backward."""
+    features, hidden = CONFIGS[config]["floor"]
+    settings = CONFIGS[config]["drqn"]
+    batch, length, burn_in = settings["batch_size"], settings["sequence_length"], settings["burn_in"]
+    lstm = th.nn.LSTM(features, hidden)
+    burn_in_input = th.randn(burn_in, batch, features)
+    window_input = th.randn(length + 1, batch, features)
+    whole_input = th.randn(burn_in + length + 1, batch, features)
+
+    def step() -> None:
+        with th.no_grad():
+            lstm(whole_input)
+            _, state = lstm(burn_in_input)
+        output, _ = lstm(window_input, state)
+        output.sum().backward()
+
+    return step
+
+
+def measure_speed(repeats: int, fill_steps: int, act_steps: int) -> dict[str, Any]:
+    """Median seconds of one update (per configuration and algorithm, and the LSTM floor) and of one env step
+    while acting, repetitions interleaved so that load on the machine hits all alike."""
+    update_models = {(config, algo): make_model(config, algo) for config in CONFIGS for algo in ("dqn", "drqn")}
+    for model in update_models.values():
+        model.learn(fill_steps)  # fills the buffer: acting only (gradient_steps=0)
+    floors = {config: lstm_floor(config) for config in CONFIGS}
+    for step in floors.values():
+        step()  # warm-up
+    acting_models = {
+        (config, n_envs, algo): make_model(config, algo, n_envs) for config, n_envs, _ in ACTING for algo in ("dqn", "drqn")
+    }
+    for model in acting_models.values():
+        model.learn(10 * model.n_envs)  # warm-up
+    update_times: dict[Any, list[float]] = {key: [] for key in [*update_models, *floors]}
+    act_times: dict[Any, list[float]] = {key: [] for key in acting_models}
+    for _ in range(repeats):
+        for key, model in update_models.items():
+            update_times[key].append(time_call(lambda m=model: m.train(gradient_steps=1, batch_size=m.batch_size), 5))
+        for config, step in floors.items():
+            update_times[config].append(time_call(step, 5))
+        for key, model in acting_models.items():
+            start = time.perf_counter()
+            model.learn(act_steps * model.n_envs, reset_num_timesteps=False)
+            act_times[key].append((time.perf_counter() - start) / (act_steps * model.n_envs))
+    update = {key: statistics.median(values) for key, values in update_times.items()}
+    act = {key: statistics.median(values) for key, values in act_times.items()}
+    return {
+        "update": {
+            config: {
+                "dqn_ms": update[(config, "dqn")] * 1e3,
+                "drqn_ms": update[(config, "drqn")] * 1e3,
+                "lstm_floor_ms": update[config] * 1e3,
+                "ratio": update[(config, "drqn")] / update[(config, "dqn")],
+                "goal": UPDATE_GOALS[config],
+            }
+            for config in CONFIGS
+        },
+        "acting": [
+            {
+                "config": config,
+                "n_envs": n_envs,
+                "dqn_ms_per_step": act[(config, n_envs, "dqn")] * 1e3,
+                "drqn_ms_per_step": act[(config, n_envs, "drqn")] * 1e3,
+                "ratio": act[(config, n_envs, "drqn")] / act[(config, n_envs, "dqn")],
+                "goal": goal,
+            }
+            for config, n_envs, goal in ACTING
+        ],
+    }
+
+
+def print_speed(speed: dict[str, Any]) -> None:
+    print("\n## One update (median ms): RecurrentDQN against SB3's DQN, equal learning steps per update\n")
+    print("| configuration | DQN | RecurrentDQN | ratio | goal | bare nn.LSTM floor |")
+    print("|---|---|---|---|---|---|")
+    for config, row in speed["update"].items():
+        met = "met" if row["ratio"] <= row["goal"] else "not met"
+        print(
+            f"| {CONFIGS[config]['title']} | {row['dqn_ms']:.2f} | {row['drqn_ms']:.2f} | **{row['ratio']:.2f}x** | "
+            f"<= {row['goal']}x ({met}) | {row['lstm_floor_ms']:.2f} |"
+        )
+    print("\n## Acting inside learn() (median ms per env step, greedy, gradient_steps=0, default log_interval)\n")
+    print("| configuration | envs | DQN | RecurrentDQN | ratio | goal |")
+    print("|---|---|---|---|---|---|")
+    for row in speed["acting"]:
+        met = "met" if row["ratio"] <= row["goal"] else "not met"
+        print(
+            f"| ({row['config']}) | {row['n_envs']} | {row['dqn_ms_per_step']:.3f} | {row['drqn_ms_per_step']:.3f} | "
+            f"**{row['ratio']:.2f}x** | <= {row['goal']}x ({met}) |"
+        )
 
 
 def make_drqn(
     sequence_length: int = 10, burn_in: int = 0, batch_size: int = 32, n_envs: int = 1, **kwargs: Any
 ) -> RecurrentDQN:
+    """Configuration (C)'s RecurrentDQN with another window (the scaling grid)."""
     return RecurrentDQN(
         "CnnLstmPolicy",
         image_env(n_envs),
@@ -209,61 +404,12 @@ def make_drqn(
     )
 
 
-def make_dqn(batch_size: int = 320, n_envs: int = 1) -> DQN:
-    return DQN(
-        "CnnPolicy",
-        image_env(n_envs, frame_stack=4),
-        buffer_size=20_000,
-        batch_size=batch_size,
-        learning_starts=0,
-        gradient_steps=0,
-        exploration_initial_eps=0.0,
-        exploration_final_eps=0.0,
-        optimize_memory_usage=True,
-        replay_buffer_kwargs=dict(handle_timeout_termination=False),
-        seed=0,
-    )
-
-
 def time_call(fn: Any, n: int) -> float:
     """Seconds per call, over ``n`` calls."""
     start = time.perf_counter()
     for _ in range(n):
         fn()
     return (time.perf_counter() - start) / n
-
-
-def measure_speed(repeats: int, fill_steps: int) -> dict[str, Any]:
-    models: dict[str, Any] = {
-        "dqn": make_dqn(),
-        "drqn_burn0": make_drqn(burn_in=0),
-        "drqn_burn10": make_drqn(burn_in=10),
-    }
-    acting_only = {"dqn_4envs": make_dqn(n_envs=4), "drqn_4envs": make_drqn(n_envs=4)}
-    for model in [*models.values(), *acting_only.values()]:
-        model.learn(fill_steps)  # fills the buffer: acting only (gradient_steps=0)
-    act_steps = 200
-    update_times: dict[str, list[float]] = {name: [] for name in models}
-    act_times: dict[str, list[float]] = {name: [] for name in [*models, *acting_only]}
-    for _ in range(repeats):  # interleaved, so that load on the machine hits all alike
-        for name, model in models.items():
-            batch = model.batch_size
-            update_times[name].append(time_call(lambda m=model, b=batch: m.train(gradient_steps=1, batch_size=b), 5))
-        for name, model in [*models.items(), *acting_only.items()]:
-            start = time.perf_counter()
-            model.learn(act_steps * model.n_envs, reset_num_timesteps=False)
-            # per env step: one call to env.step() steps n_envs envs
-            act_times[name].append((time.perf_counter() - start) / act_steps / model.n_envs)
-    update = {name: statistics.median(values) for name, values in update_times.items()}
-    act = {name: statistics.median(values) for name, values in act_times.items()}
-    return {
-        "update_seconds": update,
-        "act_seconds_per_step": act,
-        "update_ratio_burn0_vs_dqn": update["drqn_burn0"] / update["dqn"],
-        "burn_in10_extra": update["drqn_burn10"] / update["drqn_burn0"] - 1.0,
-        "act_ratio_vs_dqn": act["drqn_burn0"] / act["dqn"],
-        "act_ratio_vs_dqn_4envs": act["drqn_4envs"] / act["dqn_4envs"],
-    }
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -302,13 +448,19 @@ def main() -> None:
     parser.add_argument("--skip", nargs="*", default=[], choices=["memory", "speed", "scaling"], help="parts to skip")
     parser.add_argument("--profile-acting", action="store_true", help="print where acting time goes (cProfile)")
     parser.add_argument("--out", type=Path, default=RESULTS / "throughput.json")
+    parser.add_argument(
+        "--smoke", action="store_true", help="tiny run to check the script (one repetition, no memory or scaling part)"
+    )
     args = parser.parse_args()
+    if args.smoke:
+        args.skip = ["memory", "scaling"]
+        args.out = args.out.with_name("throughput_smoke.json")
     th.set_num_threads(args.threads)
     repeats = args.repeats or (3 if args.quick else 7)
     results: dict[str, Any] = {"torch": th.__version__, "threads": args.threads, "repeats": repeats, "device": "cpu"}
 
     if args.profile_acting:
-        profile_acting()
+        profile_acting(50 if args.smoke else 1000)
 
     if "memory" not in args.skip:
         memory = measure_memory(args.transitions // (5 if args.quick else 1))
@@ -328,19 +480,12 @@ def main() -> None:
                 print(f"\nconstructing {algo} with buffer_size=1e6: {resident:.1f} MiB more resident than with 1e3")
 
     if "speed" not in args.skip:
-        speed = measure_speed(repeats, fill_steps=1000 if args.quick else 3000)
+        if args.smoke:
+            speed = measure_speed(repeats=1, fill_steps=100, act_steps=20)
+        else:
+            speed = measure_speed(repeats, fill_steps=1000 if args.quick else 3000, act_steps=500)
         results["speed"] = speed
-        print("\n## Update and acting cost (median seconds)\n")
-        print("| | DQN (320 transitions, 4 frames) | DRQN 32x10, burn-in 0 | DRQN 32x10, burn-in 10 |")
-        print("|---|---|---|---|")
-        u, a = speed["update_seconds"], speed["act_seconds_per_step"]
-        columns = ("dqn", "drqn_burn0", "drqn_burn10")
-        print("| one gradient step | " + " | ".join(f"{u[name] * 1e3:.1f} ms" for name in columns) + " |")
-        print("| one env step (acting) | " + " | ".join(f"{a[name] * 1e3:.2f} ms" for name in columns) + " |")
-        print(f"\nupdate ratio DRQN/DQN: {speed['update_ratio_burn0_vs_dqn']:.2f} (goal <= 1.3)")
-        print(f"burn-in 10 adds: {speed['burn_in10_extra'] * 100:.0f}% (goal <= 55%)")
-        print(f"acting ratio DRQN/DQN: {speed['act_ratio_vs_dqn']:.2f} (goal <= 1.3)")
-        print(f"acting ratio DRQN/DQN with 4 envs: {speed['act_ratio_vs_dqn_4envs']:.2f}")
+        print_speed(speed)
 
     if "scaling" not in args.skip:
         scaling = measure_scaling(args.quick, max(repeats // 2, 2))
@@ -365,7 +510,7 @@ def profile_acting(n_steps: int = 1000) -> None:
     import cProfile
     import pstats
 
-    for name, model in (("dqn", make_dqn()), ("drqn", make_drqn())):
+    for name, model in (("dqn", make_model("C", "dqn")), ("drqn", make_model("C", "drqn"))):
         model.learn(200)
         profiler = cProfile.Profile()
         profiler.enable()

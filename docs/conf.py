@@ -94,6 +94,10 @@ _EXTERNAL = {
         "gymnasium.spaces.discrete.Discrete",
         # Stable-Baselines3 (and the short name its own docstrings use)
         "stable_baselines3.common.atari_wrappers.AtariWrapper",
+        "stable_baselines3.common.base_class.BaseAlgorithm",
+        "stable_baselines3.common.torch_layers.FlattenExtractor",
+        "stable_baselines3.common.torch_layers.NatureCNN",
+        "stable_baselines3.common.torch_layers.CombinedExtractor",
         "stable_baselines3.common.buffers.ReplayBuffer",
         "stable_baselines3.common.callbacks.BaseCallback",
         "stable_baselines3.common.logger.Logger",

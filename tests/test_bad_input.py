@@ -284,11 +284,11 @@ BAD_CALLS = {
     "load_replay_buffer: DQN's buffer": (lambda m, p: m.load_replay_buffer(p / "dqn.pkl"), "not a RecurrentReplayBuffer"),
     "load_replay_buffer: other state shape": (
         lambda m, p: m.load_replay_buffer(p / "other_state_shape.pkl"),
-        "recurrent state shape",
+        "recurrent_state_shape",
     ),
     "load_replay_buffer: other observation space": (
         lambda m, p: m.load_replay_buffer(p / "other_observation_space.pkl"),
-        "observation space",
+        "observation_space",
     ),
     "load_replay_buffer: other n_envs": (lambda m, p: m.load_replay_buffer(p / "other_n_envs.pkl"), "n_envs 2 != 1"),
     "predict: state for another number of envs": (

@@ -21,7 +21,7 @@ EVENTS = st.sampled_from(["", "", "", "", "term", "trunc"])
     data=st.data(),
 )
 def test_sampled_windows_match_the_history(n_envs, rows, sequence_length, burn_in, state_stride, data):
-    assume(rows >= sequence_length + 1)
+    assume(rows >= sequence_length + burn_in + 1)  # the buffer's minimum size
     n_steps = data.draw(st.integers(1, 3 * rows), label="n_steps")
     events = data.draw(st.lists(st.lists(EVENTS, min_size=n_envs, max_size=n_envs), min_size=n_steps, max_size=n_steps))
     breaks = set(data.draw(st.lists(st.integers(0, n_steps - 1), max_size=2), label="breaks"))
@@ -82,7 +82,7 @@ def test_sampled_windows_match_the_history(n_envs, rows, sequence_length, burn_i
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(n_envs=st.integers(1, 3), rows=st.integers(3, 12), sequence_length=st.integers(1, 4), data=st.data())
 def test_priorities_stay_consistent(n_envs, rows, sequence_length, data):
-    assume(rows >= sequence_length + 1)
+    assume(rows >= sequence_length + 2)  # the buffer's minimum size with burn_in=1
     n_steps = data.draw(st.integers(1, 3 * rows), label="n_steps")
     buffer = PrioritizedRecurrentReplayBuffer(
         rows * n_envs,

@@ -117,3 +117,13 @@ def test_policy_options():
         make_policy(MlpLstmPolicy, BOX, rnn_type="transformer")
     with pytest.raises(ValueError, match="lstm_hidden_size"):
         MlpLstmPolicy(BOX, spaces.Discrete(2), LinearSchedule(1e-3, 1e-3, 1.0), lstm_hidden_size=0)
+
+
+def test_policy_defaults_and_multidiscrete_observations():
+    # None stands for each policy's default extractor and recurrent size
+    assert CnnLstmPolicy(IMAGE, spaces.Discrete(3), LinearSchedule(1e-3, 1e-3, 1.0)).lstm_hidden_size == 512
+    assert make_policy(MultiInputLstmPolicy, DICT).features_extractor_class.__name__ == "CombinedExtractor"
+    # MultiDiscrete observations (one-hot encoded by SB3): SB3's features size is a NumPy integer
+    policy = make_policy(MlpLstmPolicy, spaces.MultiDiscrete([3, 4]))
+    actions, state = policy.predict(np.array([[0, 3], [2, 1]]))
+    assert actions.shape == (2,) and state[0].shape == (1, 2, 8)

@@ -10,7 +10,8 @@ from stable_baselines3.common.preprocessing import get_obs_shape
 from stable_baselines3.common.vec_env import VecNormalize
 
 from sb3_drqn.common.sum_tree import SumTree
-from sb3_drqn.common.type_aliases import NumpyRecurrentState, RecurrentReplayBufferSamples
+from sb3_drqn.common.type_aliases import NumpyRecurrentState, RecurrentReplayBufferSamples, RecurrentState
+from sb3_drqn.common.utils import check_argument, is_finite_number, is_integer
 
 ObsArray = np.ndarray | dict[str, np.ndarray]
 
@@ -118,29 +119,21 @@ class RecurrentReplayBuffer(ReplayBuffer):
         state_stride: int | str = "auto",
         state_dtype: str = "auto",
     ):
-        if optimize_memory_usage:
-            raise ValueError(
-                "optimize_memory_usage=True is not applicable to RecurrentReplayBuffer: "
-                "it always stores each observation once."
-            )
-        if not isinstance(action_space, spaces.Discrete):
-            raise ValueError(f"RecurrentReplayBuffer supports only Discrete action spaces, got {action_space}.")
-        if sequence_length < 1:
-            raise ValueError(f"sequence_length must be >= 1, got {sequence_length}.")
-        if burn_in < 0:
-            raise ValueError(f"burn_in must be >= 0, got {burn_in}.")
-        if state_stride != "auto" and (not isinstance(state_stride, int | np.integer) or state_stride < 1):
-            raise ValueError(f"state_stride must be 'auto' or an integer >= 1, got {state_stride!r}.")
-        if state_dtype not in ("auto", "float32", "float16"):
-            raise ValueError(f"state_dtype must be 'auto', 'float32' or 'float16', got {state_dtype!r}.")
+        self.check_arguments(sequence_length, burn_in, optimize_memory_usage)
+        self.check_action_space(action_space)
+        self.check_size(buffer_size, n_envs, sequence_length, burn_in)
+        check_argument(
+            state_stride == "auto" or (is_integer(state_stride) and int(state_stride) >= 1),
+            "state_stride",
+            state_stride,
+            "'auto' or an integer >= 1",
+        )
+        check_argument(
+            state_dtype in ("auto", "float32", "float16"), "state_dtype", state_dtype, "'auto', 'float32' or 'float16'"
+        )
         # Skip ReplayBuffer.__init__, which would allocate next_observations
         BaseBuffer.__init__(self, buffer_size, observation_space, action_space, device, n_envs=n_envs)
-        self.buffer_size = max(buffer_size // n_envs, 1)
-        if self.buffer_size < sequence_length + 1:
-            raise ValueError(
-                f"buffer_size={buffer_size} is too small: with n_envs={n_envs}, each env column holds "
-                f"{self.buffer_size} steps, fewer than one window of sequence_length + 1 = {sequence_length + 1}."
-            )
+        self.buffer_size = buffer_size // n_envs
         self.optimize_memory_usage = False
         self.handle_timeout_termination = handle_timeout_termination
         self.sequence_length = sequence_length
@@ -153,26 +146,83 @@ class RecurrentReplayBuffer(ReplayBuffer):
         rows = (self.buffer_size, self.n_envs)
         # np.zeros maps pages lazily: memory is only used once rows are written
         self.observations = self._allocate_obs(rows)
-        # The smallest integer type that holds every action
-        self.actions = np.zeros(rows, dtype=np.min_scalar_type(max(int(action_space.n) - 1, 0)))
+        # The smallest integer type that holds every action (the space is Discrete: check_action_space)
+        n_actions = int(action_space.n)  # type: ignore[attr-defined]
+        self.actions = np.zeros(rows, dtype=np.min_scalar_type(max(n_actions - 1, 0)))
         self.rewards = np.zeros(rows, dtype=np.float32)
         self.dones = np.zeros(rows, dtype=bool)
         self.timeouts = np.zeros(rows, dtype=bool)
         # Index of each step inside its episode: 0 marks an episode start
         self.episode_steps = np.zeros(rows, dtype=np.int32)
-        # Final observations are written in order into a ring with one slot per row of the buffer,
-        # so a slot is only reused once the row that pointed to it has been overwritten.
-        self.final_observations = self._allocate_obs((self.buffer_size * self.n_envs,))
-        # Only read where the row ended an episode (written in the same call)
+        # The real final observations of the episodes that end in the buffer, in a ring sized for what it holds
+        # (see _store_final_observations); the slot of each, read only where the row ended an episode
+        self.final_observations = self._allocate_obs((min(self.buffer_size, 4) * self.n_envs,))
         slot_dtype = np.int32 if self.buffer_size * self.n_envs < np.iinfo(np.int32).max else np.int64
         self.final_observation_slots = np.zeros(rows, dtype=slot_dtype)
         self._next_final_slot = 0
+        self._n_final_observations = 0
         self.recurrent_states = None
         if recurrent_state_shape is not None:
             n_state_rows = -(-self.buffer_size // self.state_stride)
             state_shape = (n_state_rows, self.n_envs, *recurrent_state_shape)
             self.recurrent_states = np.zeros(state_shape, dtype=np.dtype(self.state_dtype))
         self._next_episode_steps = np.zeros(self.n_envs, dtype=np.int32)
+
+    @staticmethod
+    def check_arguments(sequence_length: int, burn_in: int, optimize_memory_usage: bool = False) -> None:
+        """
+        Check the window settings (raises a ValueError naming the first invalid one). :class:`RecurrentDQN` calls
+        this before anything else is built, so the message comes as early as possible.
+        """
+        check_argument(
+            is_integer(sequence_length) and sequence_length >= 1, "sequence_length", sequence_length, "an integer >= 1"
+        )
+        check_argument(is_integer(burn_in) and burn_in >= 0, "burn_in", burn_in, "an integer >= 0")
+        if optimize_memory_usage:
+            raise ValueError(
+                "optimize_memory_usage=True is not supported and not needed: the sequence replay buffer always stores "
+                "each frame once."
+            )
+
+    @staticmethod
+    def check_action_space(action_space: spaces.Space) -> None:
+        """Only Discrete action spaces are supported (raises a ValueError otherwise)."""
+        if not isinstance(action_space, spaces.Discrete):
+            raise ValueError(
+                f"RecurrentDQN supports only Discrete action spaces (the env's action space), got {action_space}."
+            )
+
+    def mismatches(self, settings: dict[str, Any]) -> list[str]:
+        """
+        How this buffer differs from one built with ``settings`` (its constructor's arguments; ``buffer_size`` is
+        the least it must hold), e.g. before a loaded buffer replaces a model's.
+
+        :param settings: Constructor arguments
+        :return: One phrase per difference (empty when it fits)
+        """
+        problems = []
+        for name, value in settings.items():
+            if name == "buffer_size":
+                if self.buffer_size * self.n_envs < value:
+                    problems.append(f"its {self.buffer_size} steps per env cannot hold a window of {value // self.n_envs}")
+            elif getattr(self, name, value) != value:
+                problems.append(f"{name} {getattr(self, name)} != {value}")
+        return problems
+
+    @staticmethod
+    def min_buffer_size(n_envs: int, sequence_length: int, burn_in: int) -> int:
+        """The smallest ``buffer_size`` whose env columns each hold one window: burn-in, learning steps, successor."""
+        return n_envs * (sequence_length + burn_in + 1)
+
+    @classmethod
+    def check_size(cls, buffer_size: int, n_envs: int, sequence_length: int, burn_in: int) -> None:
+        """``buffer_size`` must be an integer of at least :meth:`min_buffer_size` (raises a ValueError otherwise)."""
+        check_argument(is_integer(buffer_size) and buffer_size >= 1, "buffer_size", buffer_size, "an integer >= 1")
+        if buffer_size < cls.min_buffer_size(n_envs, sequence_length, burn_in):
+            raise ValueError(
+                f"buffer_size={buffer_size} is too small to hold one window: with n_envs={n_envs}, each env column keeps "
+                f"{buffer_size // n_envs} steps, fewer than burn_in + sequence_length + 1 = {sequence_length + burn_in + 1}."
+            )
 
     def __getstate__(self) -> dict[str, Any]:
         # A checksum of the stored data travels with it (save_replay_buffer pickles the buffer): a corrupted file
@@ -186,6 +236,8 @@ class RecurrentReplayBuffer(ReplayBuffer):
         if expected is not None and _checksum(state) != expected:
             raise ValueError("the replay buffer's data is corrupted (its checksum does not match).")
         self.__dict__.update(state)
+        if "_n_final_observations" not in state:  # saved by 0.1.0: a ring with one slot per row
+            self._n_final_observations = int(np.count_nonzero(self.dones[: self._n_stored()]))
 
     @staticmethod
     def _compact_state_storage(
@@ -226,6 +278,7 @@ class RecurrentReplayBuffer(ReplayBuffer):
         super().reset()
         self._next_episode_steps[:] = 0
         self._next_final_slot = 0
+        self._n_final_observations = 0
 
     def mark_episode_break(self) -> None:
         """
@@ -237,14 +290,15 @@ class RecurrentReplayBuffer(ReplayBuffer):
 
     def _check_finite(self, obs: ObsArray, reward: np.ndarray) -> None:
         """Refuse NaN or infinite rewards and (float) observations before anything is stored."""
-        reward = np.asarray(reward, dtype=np.float64).reshape(-1)
-        if not np.all(np.isfinite(reward)):
-            envs = np.flatnonzero(~np.isfinite(reward)).tolist()
-            raise ValueError(f"Non-finite reward(s) {reward[envs].tolist()} from env(s) {envs}: nothing was stored.")
-        arrays = obs.items() if isinstance(obs, dict) else [("", obs)]
-        for key, array in arrays:
+        reward = np.asarray(reward)
+        if not np.isfinite(reward).all():
+            envs = np.flatnonzero(~np.isfinite(reward.reshape(-1))).tolist()
+            raise ValueError(
+                f"Non-finite reward(s) {reward.reshape(-1)[envs].tolist()} from env(s) {envs}: nothing was stored."
+            )
+        for key, array in obs.items() if isinstance(obs, dict) else [("", obs)]:
             array = np.asarray(array)
-            if np.issubdtype(array.dtype, np.floating) and not np.all(np.isfinite(array)):
+            if array.dtype.kind == "f" and not np.isfinite(array).all():
                 envs = np.flatnonzero(~np.isfinite(array.reshape(self.n_envs, -1)).all(axis=1)).tolist()
                 where = f" (key {key!r})" if key else ""
                 raise ValueError(f"Non-finite observation{where} from env(s) {envs}: nothing was stored.")
@@ -291,6 +345,8 @@ class RecurrentReplayBuffer(ReplayBuffer):
         _write_obs(self.observations, row, self._reshape_obs(obs))
         self.actions[row] = np.asarray(action).reshape(self.n_envs)
         self.rewards[row] = np.asarray(reward).reshape(self.n_envs)
+        if self.full:  # the final observations of the episodes that ended in the overwritten row are gone
+            self._n_final_observations -= int(np.count_nonzero(self.dones[row]))
         self.dones[row] = done
         if self.handle_timeout_termination:
             self.timeouts[row] = [bool(info.get("TimeLimit.truncated", False)) for info in infos]
@@ -300,18 +356,44 @@ class RecurrentReplayBuffer(ReplayBuffer):
 
         done_envs = np.flatnonzero(done)
         if len(done_envs) > 0:
-            n_slots = self.buffer_size * self.n_envs
-            slots = (self._next_final_slot + np.arange(len(done_envs))) % n_slots
-            self._next_final_slot = int((self._next_final_slot + len(done_envs)) % n_slots)
-            self.final_observation_slots[row, done_envs] = slots
-            final_obs = _map_obs(lambda array: array[done_envs], self._reshape_obs(next_obs))
-            _write_obs(self.final_observations, slots, final_obs)
+            self._store_final_observations(row, done_envs, next_obs)
 
         self._next_episode_steps = np.where(done, 0, self._next_episode_steps + 1).astype(np.int32)
         self.pos += 1
         if self.pos == self.buffer_size:
             self.full = True
             self.pos = 0
+
+    def _store_final_observations(self, row: int, done_envs: np.ndarray, next_obs: ObsArray) -> None:
+        """
+        Keep the real final observations of the envs whose episode ended at ``row``. They go into a ring, in the
+        order they come; rows are overwritten in the same order, so the live final observations are always the
+        newest ``_n_final_observations`` slots before ``_next_final_slot``. When the ring is too small for them,
+        it doubles (up to one slot per row), the live slots moved to its start in the same order.
+        """
+        capacity = len(
+            next(iter(self.final_observations.values()))
+            if isinstance(self.final_observations, dict)
+            else self.final_observations
+        )
+        needed = self._n_final_observations + len(done_envs)
+        if needed > capacity:
+            first_live = (self._next_final_slot - self._n_final_observations) % capacity
+            live_slots = (first_live + np.arange(self._n_final_observations)) % capacity
+            new_capacity = min(max(2 * capacity, needed), self.buffer_size * self.n_envs)
+            grown = self._allocate_obs((new_capacity,))
+            _write_obs(grown, slice(0, len(live_slots)), _map_obs(lambda array: array[live_slots], self.final_observations))
+            self.final_observations = grown
+            # Only the live rows' slots are ever read: remap them all the same way
+            self.final_observation_slots = ((self.final_observation_slots - first_live) % capacity).astype(
+                self.final_observation_slots.dtype
+            )
+            self._next_final_slot, capacity = self._n_final_observations, new_capacity
+        slots = (self._next_final_slot + np.arange(len(done_envs))) % capacity
+        self._next_final_slot = int((self._next_final_slot + len(done_envs)) % capacity)
+        self._n_final_observations = needed
+        self.final_observation_slots[row, done_envs] = slots
+        _write_obs(self.final_observations, slots, _map_obs(lambda array: array[done_envs], self._reshape_obs(next_obs)))
 
     # ----------------------------------------------------------------------------------------------
     # Sampling
@@ -389,7 +471,7 @@ class RecurrentReplayBuffer(ReplayBuffer):
         :return: The windows, time-major
         """
         offsets, env_indices = self.sample_window_starts(batch_size)
-        return self._get_samples(offsets, env=env, env_indices=env_indices)
+        return self.windows(offsets, env_indices, env=env)
 
     def sample_window_starts(self, batch_size: int, rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
         """
@@ -454,16 +536,22 @@ class RecurrentReplayBuffer(ReplayBuffer):
         env: VecNormalize | None = None,
         env_indices: np.ndarray | None = None,
     ) -> RecurrentReplayBufferSamples:
+        """SB3's name for :meth:`windows`."""
+        return self.windows(batch_inds, env_indices, env=env)
+
+    def windows(
+        self, start_offsets: np.ndarray, env_indices: np.ndarray | None = None, env: VecNormalize | None = None
+    ) -> RecurrentReplayBufferSamples:
         """
         Build the windows that start at the given steps.
 
-        :param batch_inds: Offsets of the first learning step of each window, counted from the oldest
+        :param start_offsets: Offsets of the first learning step of each window, counted from the oldest
             stored step of its column (0 is the oldest)
-        :param env: Associated VecNormalize wrapper
         :param env_indices: Env column of each window (all zeros if ``None``)
+        :param env: Associated VecNormalize wrapper, to normalize observations and rewards
         :return: The windows, time-major
         """
-        start_offsets = np.asarray(batch_inds, dtype=np.int64)
+        start_offsets = np.asarray(start_offsets, dtype=np.int64)
         batch_size = len(start_offsets)
         if env_indices is None:
             env_indices = np.zeros(batch_size, dtype=np.int64)
@@ -487,36 +575,23 @@ class RecurrentReplayBuffer(ReplayBuffer):
 
         # Learning steps: in the window's episode, stored, and with a known successor
         step_rows, step_envs = rows[burn_in : burn_in + seq_len], envs[burn_in : burn_in + seq_len]
-        k = steps[:seq_len]
-        in_episode = (learning_offsets[:seq_len] < n_stored) & (
-            self.episode_steps[step_rows, step_envs] == start_episode_steps + k
-        )
+        same_episode = self.episode_steps[step_rows, step_envs] == start_episode_steps + steps[:seq_len]
+        in_episode = (learning_offsets[:seq_len] < n_stored) & same_episode
         mask = in_episode & self._has_successor(np.minimum(learning_offsets[:seq_len], n_stored - 1), step_envs)
 
         observations = _map_obs(lambda array: array[rows, envs], self.observations)
         # After the last step of an episode comes its real final observation
-        episode_ends = mask & self.dones[step_rows, step_envs]
-        end_steps, end_windows = np.nonzero(episode_ends)
+        end_steps, end_windows = np.nonzero(mask & self.dones[step_rows, step_envs])
         if len(end_steps) > 0:
             slots = self.final_observation_slots[step_rows[end_steps, end_windows], env_indices[end_windows]]
             final_obs = _map_obs(lambda array: array[slots], self.final_observations)
             _write_obs(observations, (burn_in + end_steps + 1, end_windows), final_obs)
-
         terminations = self.dones[step_rows, step_envs] & ~self.timeouts[step_rows, step_envs]
         rewards = self._normalize_reward(self.rewards[step_rows, step_envs], env)
 
         # Host-to-device copies: one for the per-step arrays, one for the states, one for the observations
         per_step = np.stack([self.actions[step_rows, step_envs], rewards, terminations, mask]).astype(np.float32)
         actions, rewards_tensor, terminations_tensor, mask_tensor = self.to_torch(per_step)
-        if self.recurrent_states is not None:
-            first_rows = (oldest + first_offsets) % self.buffer_size
-            stored = self.recurrent_states[first_rows // self.state_stride, env_indices].astype(np.float32)
-            stored *= use_stored[:, None, None, None]
-            # (batch, n_components, n_layers, hidden) -> n_components x (n_layers, batch, hidden)
-            recurrent_states = tuple(self.to_torch(stored.transpose(1, 2, 0, 3)))
-        else:
-            recurrent_states = ()
-
         return RecurrentReplayBufferSamples(
             observations=self._obs_to_torch(self._normalize_obs(observations, env)),
             actions=actions.long(),
@@ -524,8 +599,18 @@ class RecurrentReplayBuffer(ReplayBuffer):
             terminations=terminations_tensor,
             mask=mask_tensor,
             burn_in_lengths=th.as_tensor(burn_in_lengths),
-            recurrent_states=recurrent_states,
+            recurrent_states=self._stored_states((oldest + first_offsets) % self.buffer_size, env_indices, use_stored),
+            burn_in_steps=burn_in,
         )
+
+    def _stored_states(self, rows: np.ndarray, env_indices: np.ndarray, use_stored: np.ndarray) -> RecurrentState:
+        """The stored states at ``(rows, env_indices)``, zeros where ``use_stored`` is False (none if not stored)."""
+        if self.recurrent_states is None:
+            return ()
+        stored = self.recurrent_states[rows // self.state_stride, env_indices].astype(np.float32)
+        stored *= use_stored[:, None, None, None]
+        # (batch, n_components, n_layers, hidden) -> n_components x (n_layers, batch, hidden)
+        return tuple(self.to_torch(stored.transpose(1, 2, 0, 3)))
 
     def _obs_to_torch(self, observations: ObsArray) -> th.Tensor | dict[str, th.Tensor]:
         if isinstance(observations, dict):
@@ -575,17 +660,21 @@ class PrioritizedRecurrentReplayBuffer(RecurrentReplayBuffer):
         min_priority: float = 1e-6,
         **kwargs: Any,
     ):
-        if not (np.isfinite(priority_exponent) and priority_exponent >= 0):
-            raise ValueError(f"priority_exponent must be >= 0, got {priority_exponent!r}.")
-        if not 0.0 <= priority_eta <= 1.0:
-            raise ValueError(f"priority_eta must be in [0, 1], got {priority_eta!r}.")
-        if not min_priority > 0:
-            raise ValueError(f"min_priority must be > 0, got {min_priority!r}.")
+        self.check_priority_arguments(priority_exponent, priority_eta)
+        check_argument(is_finite_number(min_priority) and min_priority > 0, "min_priority", min_priority, "> 0")
         super().__init__(buffer_size, observation_space, action_space, *args, **kwargs)
         self.priority_exponent = priority_exponent
         self.priority_eta = priority_eta
         self.min_priority = min_priority
         self._reset_priorities()
+
+    @staticmethod
+    def check_priority_arguments(priority_exponent: float, priority_eta: float) -> None:
+        """Check ``priority_exponent`` (>= 0) and ``priority_eta`` (in [0, 1]): a ValueError names the first invalid."""
+        check_argument(
+            is_finite_number(priority_exponent) and priority_exponent >= 0, "priority_exponent", priority_exponent, ">= 0"
+        )
+        check_argument(is_finite_number(priority_eta) and 0 <= priority_eta <= 1, "priority_eta", priority_eta, "in [0, 1]")
 
     def _reset_priorities(self) -> None:
         # Leaf of the window that starts at (row, env): row * n_envs + env
@@ -656,8 +745,22 @@ class PrioritizedRecurrentReplayBuffer(RecurrentReplayBuffer):
         probabilities = self.priorities[leaves] / total
         weights = (self._n_sampleable * probabilities) ** (-beta)
         weights /= weights.max()
-        samples = self._get_samples(offsets, env=env, env_indices=env_indices)
+        samples = self.windows(offsets, env_indices, env=env)
         return samples._replace(weights=self.to_torch(weights.astype(np.float32)), leaf_indices=leaves)
+
+    def window_priorities(self, current_q_values: th.Tensor, target: th.Tensor, mask: th.Tensor) -> th.Tensor:
+        """
+        R2D2's priority of each window: ``priority_eta * max + (1 - priority_eta) * mean`` of the absolute TD errors
+        of its valid learning steps, all ``(L, batch)``.
+
+        :param current_q_values: Q-values of the taken actions
+        :param target: Their targets
+        :param mask: 1 on the valid learning steps
+        :return: ``(batch,)`` priorities, for :meth:`update_priorities`
+        """
+        td_errors = (target - current_q_values).detach().abs() * mask
+        mean = td_errors.sum(dim=0) / mask.sum(dim=0).clamp(min=1.0)
+        return self.priority_eta * td_errors.max(dim=0).values + (1.0 - self.priority_eta) * mean
 
     def update_priorities(self, leaf_indices: np.ndarray, priorities: np.ndarray) -> None:
         """

@@ -40,6 +40,8 @@ class RecurrentReplayBufferSamples(NamedTuple):
     :param weights: ``(batch,)`` importance-sampling weights (prioritized replay only, else ``None``)
     :param leaf_indices: ``(batch,)`` where each window's priority lives, for
         :meth:`~sb3_drqn.common.buffers.PrioritizedRecurrentReplayBuffer.update_priorities` (prioritized replay only)
+    :param burn_in_steps: ``B``, the number of burn-in rows of ``observations`` (the buffer sets it; ``None``, for
+        hand-built batches: every row that is neither a learning step nor the step after them)
     """
 
     observations: th.Tensor | TensorDict
@@ -51,3 +53,28 @@ class RecurrentReplayBufferSamples(NamedTuple):
     recurrent_states: RecurrentState
     weights: th.Tensor | None = None
     leaf_indices: np.ndarray | None = None
+    burn_in_steps: int | None = None
+
+    @property
+    def n_burn_in_rows(self) -> int:
+        """``B``: the number of burn-in rows at the start of ``observations``."""
+        if self.burn_in_steps is not None:
+            return self.burn_in_steps
+        observations = self.observations
+        n_rows = (next(iter(observations.values())) if isinstance(observations, dict) else observations).shape[0]
+        return n_rows - self.actions.shape[0] - 1
+
+    def burn_in_observations(self) -> th.Tensor | TensorDict:
+        """The burn-in rows of ``observations``: ``(B, batch, ...)``."""
+        return _slice_time(self.observations, 0, self.n_burn_in_rows)
+
+    def learning_observations(self) -> th.Tensor | TensorDict:
+        """The learning steps and the step after them: ``(L + 1, batch, ...)``."""
+        return _slice_time(self.observations, self.n_burn_in_rows, None)
+
+
+def _slice_time(observations: th.Tensor | TensorDict, start: int, end: int | None) -> th.Tensor | TensorDict:
+    """Time-major observations (or a dict of them) from row ``start`` to row ``end``."""
+    if isinstance(observations, dict):
+        return {key: value[start:end] for key, value in observations.items()}
+    return observations[start:end]

@@ -1,3 +1,6 @@
+from typing import Any
+
+import numpy as np
 import torch as th
 
 
@@ -24,3 +27,61 @@ def inverse_value_rescale(x: th.Tensor, eps: float = 1e-3) -> th.Tensor:
     """
     root = (th.sqrt(1.0 + 4.0 * eps * (th.abs(x) + 1.0 + eps)) - 1.0) / (2.0 * eps)
     return th.sign(x) * (root**2 - 1.0)
+
+
+def is_integer(value: Any) -> bool:
+    """An integer, not a bool."""
+    return isinstance(value, int | np.integer) and not isinstance(value, bool)
+
+
+def is_finite_number(value: Any) -> bool:
+    """A finite int or float, not a bool."""
+    return (
+        isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool) and bool(np.isfinite(value))
+    )
+
+
+def check_argument(valid: bool, name: str, value: Any, expected: str) -> None:
+    """
+    The one way arguments are checked: raise a ValueError that names the argument, what it must be and what it is.
+
+    :param valid: Whether the value is acceptable
+    :param name: The argument's name
+    :param value: Its value
+    :param expected: What it must be, e.g. ``"an integer >= 1"``
+    """
+    if not valid:
+        raise ValueError(f"{name} must be {expected}, got {value!r}.")
+
+
+def n_step_targets(
+    rewards: th.Tensor, terminations: th.Tensor, mask: th.Tensor, next_q_values: th.Tensor, gamma: float, n_steps: int
+) -> th.Tensor:
+    """
+    n-step targets of every learning step of a batch of windows, all ``(L, batch)`` (``n_steps=1``: the one-step TD
+    target). The return of step ``k`` sums the discounted rewards of the valid steps ``k .. k + m - 1``, where ``m``
+    is ``n_steps`` or less: it stops after the last valid step of the run that starts at ``k`` (the episode's end,
+    the window's end, or the newest stored step), then bootstraps with
+    ``gamma ** m * (1 - terminations[k + m - 1]) * next_q_values[k + m - 1]``.
+
+    :param rewards: Rewards of the learning steps
+    :param terminations: 1 where the step ends its episode by termination (no bootstrap), else 0
+    :param mask: 1 on the valid learning steps, 0 elsewhere
+    :param next_q_values: Value of the step after each learning step
+    :param gamma: Discount factor
+    :param n_steps: Length of the returns
+    :return: The targets (meaningless where the mask is 0)
+    """
+
+    def shifted(tensor: th.Tensor, steps: int) -> th.Tensor:
+        # tensor[k + steps] at row k, zeros past the window
+        return th.cat([tensor[steps:], tensor.new_zeros((min(steps, tensor.shape[0]), *tensor.shape[1:]))])
+
+    returns, bootstrap, run = th.zeros_like(rewards), th.zeros_like(rewards), th.ones_like(mask)
+    for i in range(n_steps):
+        # run: steps k .. k + i are all valid
+        run = run * shifted(mask, i)
+        returns = returns + (gamma**i) * run * shifted(rewards, i)
+        last = run * (1.0 - (shifted(mask, i + 1) if i < n_steps - 1 else th.zeros_like(mask)))
+        bootstrap = bootstrap + last * (gamma ** (i + 1)) * (1.0 - shifted(terminations, i)) * shifted(next_q_values, i)
+    return returns + bootstrap

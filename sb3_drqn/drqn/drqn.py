@@ -1,29 +1,28 @@
 import io
 import pathlib
-import pickle
-import random
 import warnings
-import zipfile
-from collections.abc import Iterable
-from copy import deepcopy
 from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 import torch as th
-from gymnasium import spaces
 from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.noise import ActionNoise
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.policies import BasePolicy
-from stable_baselines3.common.save_util import load_from_pkl
-from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, PyTorchObs, Schedule
-from stable_baselines3.common.utils import ConstantSchedule, LinearSchedule, get_parameters_by_name, polyak_update
+from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
+from stable_baselines3.common.utils import LinearSchedule, get_parameters_by_name, polyak_update
 from torch.nn import functional as F
 
 from sb3_drqn.common.buffers import PrioritizedRecurrentReplayBuffer, RecurrentReplayBuffer
+from sb3_drqn.common.save_util import RandomStateSavingAlgorithm, load_recurrent_replay_buffer
 from sb3_drqn.common.type_aliases import NumpyRecurrentState, RecurrentReplayBufferSamples, RecurrentState
-from sb3_drqn.common.utils import inverse_value_rescale, value_rescale
+from sb3_drqn.common.utils import (
+    inverse_value_rescale,
+    n_step_targets,
+    value_rescale,
+)
+from sb3_drqn.drqn.checks import check_hyperparameters
 from sb3_drqn.drqn.policies import (
     CnnLstmPolicy,
     MlpLstmPolicy,
@@ -32,27 +31,29 @@ from sb3_drqn.drqn.policies import (
     RecurrentQNetwork,
     check_observation_space_type,
 )
+from sb3_drqn.drqn.staleness import recurrent_staleness
 
 SelfRecurrentDQN = TypeVar("SelfRecurrentDQN", bound="RecurrentDQN")
 
-RECURRENT_INITS = ("stored", "zero")
+# Replay-buffer settings that are RecurrentDQN's own arguments: also given in replay_buffer_kwargs, they must agree
+OWN_BUFFER_SETTINGS = ("sequence_length", "burn_in", "priority_exponent", "priority_eta")
+# SB3's DQN policy names, and ours
+DQN_POLICY_NAMES = {"MlpPolicy": "MlpLstmPolicy", "CnnPolicy": "CnnLstmPolicy", "MultiInputPolicy": "MultiInputLstmPolicy"}
 
 
-def _slice_time(obs: PyTorchObs, start: int, end: int | None = None) -> PyTorchObs:
-    """Slice time-major observations (or a dict of them) along time."""
-    if isinstance(obs, dict):
-        return {key: value[start:end] for key, value in obs.items()}
-    return obs[start:end]
+class _BufferWithRecurrentState:
+    """What SB3's ``_store_transition`` is given as the replay buffer: its ``add`` stores the step with the actor's
+    recurrent state before it."""
+
+    def __init__(self, buffer: RecurrentReplayBuffer, recurrent_state: NumpyRecurrentState) -> None:
+        self.buffer, self.recurrent_state = buffer, recurrent_state
+
+    def add(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["recurrent_state"] = self.recurrent_state
+        self.buffer.add(*args, **kwargs)
 
 
-def _n_burn_in_steps(replay_data: RecurrentReplayBufferSamples) -> int:
-    """Number of burn-in rows of sampled windows: the observations hold burn-in, learning steps and a successor."""
-    observations = replay_data.observations
-    n_rows = (next(iter(observations.values())) if isinstance(observations, dict) else observations).shape[0]
-    return n_rows - replay_data.actions.shape[0] - 1
-
-
-class RecurrentDQN(OffPolicyAlgorithm):
+class RecurrentDQN(RandomStateSavingAlgorithm, OffPolicyAlgorithm):
     """
     Deep Recurrent Q-Network (DRQN) with R2D2-style sequence replay: stored recurrent state and burn-in.
 
@@ -130,9 +131,13 @@ class RecurrentDQN(OffPolicyAlgorithm):
     q_net_target: RecurrentQNetwork
     policy: RecurrentDQNPolicy
     replay_buffer: RecurrentReplayBuffer  # type: ignore[assignment]
-    # Staleness measure (logged with the other statistics): windows per measure, longest episode prefix recomputed
+    # Staleness measure (logged with the other statistics): windows per measure, longest episode prefix recomputed,
+    # env steps between two measures
     staleness_windows: int = 16
     staleness_horizon: int = 400
+    staleness_interval: int = 1000
+    _staleness: float | None = None
+    _next_staleness_step: int = 0
 
     def __init__(
         self,
@@ -173,33 +178,20 @@ class RecurrentDQN(OffPolicyAlgorithm):
         device: th.device | str = "auto",
         _init_setup_model: bool = True,
     ) -> None:
-        self._check_hyperparameters(
-            batch_size=batch_size,
-            buffer_size=buffer_size,
-            sequence_length=sequence_length,
-            burn_in=burn_in,
-            recurrent_init=recurrent_init,
-            n_steps=n_steps,
-            optimize_memory_usage=optimize_memory_usage,
-            replay_buffer_class=replay_buffer_class,
-            gamma=gamma,
-            tau=tau,
-            target_update_interval=target_update_interval,
-            exploration_fraction=exploration_fraction,
-            exploration_initial_eps=exploration_initial_eps,
-            exploration_final_eps=exploration_final_eps,
-            learning_rate=learning_rate,
-            learning_starts=learning_starts,
-            train_freq=train_freq,
-            gradient_steps=gradient_steps,
-            max_grad_norm=max_grad_norm,
-            stats_window_size=stats_window_size,
-            prioritized_replay=prioritized_replay,
-            priority_exponent=priority_exponent,
-            priority_eta=priority_eta,
-            importance_sampling_exponent=importance_sampling_exponent,
-            importance_sampling_exponent_final=importance_sampling_exponent_final,
+        if replay_buffer_class is None:
+            replay_buffer_class = PrioritizedRecurrentReplayBuffer if prioritized_replay else RecurrentReplayBuffer
+        # The constructor's arguments, by name; then the replay buffer's settings, by the buffer's own checks
+        check_hyperparameters(locals())
+        replay_buffer_class.check_arguments(sequence_length, burn_in, optimize_memory_usage)
+        PrioritizedRecurrentReplayBuffer.check_priority_arguments(priority_exponent, priority_eta)
+        own = dict(
+            sequence_length=sequence_length, burn_in=burn_in, priority_exponent=priority_exponent, priority_eta=priority_eta
         )
+        conflicts = {name: value for name, value in (replay_buffer_kwargs or {}).items() if own.get(name, value) != value}
+        if conflicts:
+            raise ValueError(
+                f"replay_buffer_kwargs sets {conflicts}, RecurrentDQN's own arguments: give each once, as RecurrentDQN's."
+            )
         if env is not None and not isinstance(env, str):
             # Before SB3 wraps the env (its VecEnv would fail with an obscure error on such spaces)
             check_observation_space_type(env.observation_space)
@@ -225,7 +217,7 @@ class RecurrentDQN(OffPolicyAlgorithm):
             device=device,
             seed=seed,
             sde_support=False,
-            # Checked below, with a ValueError that names the problem
+            # Checked in _setup_model, with a ValueError that names the problem
             supported_action_spaces=None,
             support_multi_env=True,
         )
@@ -256,165 +248,28 @@ class RecurrentDQN(OffPolicyAlgorithm):
         self._next_recurrent_state: NumpyRecurrentState | None = None
 
         if env is not None:
-            self._check_env_compatibility(self.action_space, self.n_envs)
-
+            replay_buffer_class.check_size(buffer_size, self.n_envs, sequence_length, burn_in)
         if _init_setup_model:
             self._setup_model()
 
-    @staticmethod
-    def _check_hyperparameters(**kwargs: Any) -> None:
-        """Raise a ValueError naming the first invalid hyper-parameter."""
-
-        def require(condition: bool, name: str, expected: str) -> None:
-            if not condition:
-                raise ValueError(f"{name} must be {expected}, got {kwargs[name]!r}.")
-
-        def is_int(value: Any) -> bool:
-            return isinstance(value, int | np.integer) and not isinstance(value, bool)
-
-        def is_number(value: Any) -> bool:
-            return (
-                isinstance(value, int | float | np.integer | np.floating)
-                and not isinstance(value, bool)
-                and np.isfinite(value)
-            )
-
-        require(is_int(kwargs["batch_size"]) and kwargs["batch_size"] >= 1, "batch_size", "an integer >= 1 (sequences)")
-        require(is_int(kwargs["buffer_size"]) and kwargs["buffer_size"] >= 1, "buffer_size", "an integer >= 1")
-        require(is_int(kwargs["sequence_length"]) and kwargs["sequence_length"] >= 1, "sequence_length", "an integer >= 1")
-        require(is_int(kwargs["burn_in"]) and kwargs["burn_in"] >= 0, "burn_in", "an integer >= 0")
-        require(kwargs["recurrent_init"] in RECURRENT_INITS, "recurrent_init", f"one of {RECURRENT_INITS}")
-        require(is_int(kwargs["n_steps"]) and kwargs["n_steps"] >= 1, "n_steps", "an integer >= 1")
-        if kwargs["optimize_memory_usage"]:
+    def _get_policy_from_name(self, policy_name: str) -> type[BasePolicy]:
+        if policy_name in DQN_POLICY_NAMES:
             raise ValueError(
-                "optimize_memory_usage=True is not supported and not needed: RecurrentDQN's sequence replay buffer "
-                "always stores each frame once."
+                f"Policy {policy_name} is DQN's name: RecurrentDQN's policies are {', '.join(self.policy_aliases)}; "
+                f"use {DQN_POLICY_NAMES[policy_name]!r}."
             )
-        buffer_class = kwargs["replay_buffer_class"]
-        require(
-            buffer_class is None or (isinstance(buffer_class, type) and issubclass(buffer_class, RecurrentReplayBuffer)),
-            "replay_buffer_class",
-            "None or a subclass of RecurrentReplayBuffer",
-        )
-        require(is_number(kwargs["gamma"]) and 0.0 <= kwargs["gamma"] <= 1.0, "gamma", "in [0, 1]")
-        require(is_number(kwargs["tau"]) and 0.0 < kwargs["tau"] <= 1.0, "tau", "in (0, 1]")
-        require(
-            is_int(kwargs["target_update_interval"]) and kwargs["target_update_interval"] >= 1,
-            "target_update_interval",
-            "an integer >= 1",
-        )
-        for name in ("exploration_fraction", "exploration_initial_eps", "exploration_final_eps"):
-            require(is_number(kwargs[name]) and 0.0 <= kwargs[name] <= 1.0, name, "in [0, 1]")
-        learning_rate = kwargs["learning_rate"]
-        require(
-            callable(learning_rate) or (is_number(learning_rate) and learning_rate > 0), "learning_rate", "> 0 or a schedule"
-        )
-        require(is_int(kwargs["learning_starts"]) and kwargs["learning_starts"] >= 0, "learning_starts", "an integer >= 0")
-        require(
-            is_int(kwargs["gradient_steps"]) and kwargs["gradient_steps"] >= -1,
-            "gradient_steps",
-            "an integer >= 0, or -1 (as many as env steps)",
-        )
-        train_freq = kwargs["train_freq"]
-        if isinstance(train_freq, tuple | list) and len(train_freq) == 2:
-            frequency, unit = train_freq
-        else:
-            frequency, unit = train_freq, "step"
-        require(
-            is_int(frequency) and frequency >= 1 and unit in ("step", "episode"),
-            "train_freq",
-            'an integer >= 1 or a tuple (frequency >= 1, "step" or "episode")',
-        )
-        require(is_number(kwargs["max_grad_norm"]) and kwargs["max_grad_norm"] > 0, "max_grad_norm", "> 0")
-        require(
-            is_int(kwargs["stats_window_size"]) and kwargs["stats_window_size"] >= 1, "stats_window_size", "an integer >= 1"
-        )
-        require(is_number(kwargs["priority_exponent"]) and kwargs["priority_exponent"] >= 0, "priority_exponent", ">= 0")
-        require(is_number(kwargs["priority_eta"]) and 0 <= kwargs["priority_eta"] <= 1, "priority_eta", "in [0, 1]")
-        beta, beta_final = kwargs["importance_sampling_exponent"], kwargs["importance_sampling_exponent_final"]
-        require(
-            callable(beta) or (is_number(beta) and 0 <= beta <= 1), "importance_sampling_exponent", "in [0, 1] or a schedule"
-        )
-        require(
-            beta_final is None or (is_number(beta_final) and 0 <= beta_final <= 1),
-            "importance_sampling_exponent_final",
-            "None or in [0, 1]",
-        )
-        if (
-            kwargs["prioritized_replay"]
-            and buffer_class is not None
-            and not issubclass(buffer_class, PrioritizedRecurrentReplayBuffer)
-        ):
-            raise ValueError(
-                "replay_buffer_class must be a subclass of PrioritizedRecurrentReplayBuffer with prioritized_replay=True, "
-                f"got {buffer_class!r}."
-            )
-
-    def _min_buffer_size(self, n_envs: int) -> int:
-        """The smallest ``buffer_size`` whose env columns hold one window (burn-in, learning steps, successor)."""
-        return n_envs * (self.sequence_length + self.burn_in + 1)
-
-    @staticmethod
-    def _check_action_space(action_space: spaces.Space) -> None:
-        if not isinstance(action_space, spaces.Discrete):
-            raise ValueError(
-                f"RecurrentDQN supports only Discrete action spaces (the env's action space), got {action_space}."
-            )
-
-    def _check_env_compatibility(self, action_space: spaces.Space, n_envs: int) -> None:
-        self._check_action_space(action_space)
-        if self.buffer_size < self._min_buffer_size(n_envs):
-            raise ValueError(
-                f"buffer_size={self.buffer_size} is too small to hold one sequence: with n_envs={n_envs}, each env keeps "
-                f"{self.buffer_size // n_envs} steps, fewer than burn_in + sequence_length + 1 = "
-                f"{self.sequence_length + self.burn_in + 1}."
-            )
+        return super()._get_policy_from_name(policy_name)
 
     def _setup_model(self) -> None:
-        self._check_action_space(self.action_space)
-        buffer_size = self.buffer_size
-        if buffer_size < self._min_buffer_size(self.n_envs):
-            # Only reachable through load(..., buffer_size=...) (the constructor rejects it), e.g. buffer_size=1 to
-            # predict without a replay buffer, as SB3 users do with DQN: keep the smallest buffer that works.
-            buffer_size = self._min_buffer_size(self.n_envs)
-            warnings.warn(
-                f"buffer_size={self.buffer_size} cannot hold one sequence; the replay buffer holds {buffer_size} "
-                "steps instead. Load with a larger buffer_size to train."
-            )
+        RecurrentReplayBuffer.check_action_space(self.action_space)
         self._setup_lr_schedule()
         self.set_random_seed(self.seed)
-
-        policy = self.policy_class(
-            self.observation_space,
-            self.action_space,
-            self.lr_schedule,
-            **self.policy_kwargs,
-        )
+        policy = self.policy_class(self.observation_space, self.action_space, self.lr_schedule, **self.policy_kwargs)
         if not isinstance(policy, RecurrentDQNPolicy):
             raise ValueError(f"policy must be a RecurrentDQNPolicy (e.g. 'MlpLstmPolicy'), got {self.policy_class}.")
         self.policy = policy.to(self.device)
-
-        replay_buffer_kwargs = dict(self.replay_buffer_kwargs)
-        if self.prioritized_replay:
-            if self.replay_buffer_class is None:
-                self.replay_buffer_class = PrioritizedRecurrentReplayBuffer
-            replay_buffer_kwargs.setdefault("priority_exponent", self.priority_exponent)
-            replay_buffer_kwargs.setdefault("priority_eta", self.priority_eta)
-        if self.replay_buffer_class is None:
-            self.replay_buffer_class = RecurrentReplayBuffer
         if self.replay_buffer is None:
-            self.replay_buffer = self.replay_buffer_class(  # type: ignore[call-arg]
-                buffer_size,
-                self.observation_space,
-                self.action_space,
-                device=self.device,
-                n_envs=self.n_envs,
-                sequence_length=self.sequence_length,
-                burn_in=self.burn_in,
-                recurrent_state_shape=self.policy.recurrent_state_shape if self.recurrent_init == "stored" else None,
-                **replay_buffer_kwargs,
-            )
-
+            self.replay_buffer = self._make_replay_buffer()
         # Convert train freq parameter to TrainFreq object
         self._convert_train_freq()
         self._create_aliases()
@@ -426,18 +281,12 @@ class RecurrentDQN(OffPolicyAlgorithm):
             self.exploration_final_eps,
             self.exploration_fraction,
         )
-        self.importance_sampling_schedule: Schedule
-        if callable(self.importance_sampling_exponent):
-            self.importance_sampling_schedule = self.importance_sampling_exponent
-        elif self.importance_sampling_exponent_final is not None:
-            self.importance_sampling_schedule = LinearSchedule(
-                self.importance_sampling_exponent, self.importance_sampling_exponent_final, 1.0
-            )
-        else:
-            self.importance_sampling_schedule = ConstantSchedule(self.importance_sampling_exponent)
+        beta, beta_final = self.importance_sampling_exponent, self.importance_sampling_exponent_final
+        self.importance_sampling_schedule: Schedule = (
+            beta if callable(beta) else LinearSchedule(beta, beta if beta_final is None else beta_final, 1.0)
+        )
         if not self._recurrent_state_matches(self._last_recurrent_state, self.n_envs):
             self._last_recurrent_state = self._zero_recurrent_state(self.n_envs)
-
         if self.n_envs > 1 and self.n_envs > self.target_update_interval:
             warnings.warn(
                 "The number of environments used is greater than the target network "
@@ -445,6 +294,21 @@ class RecurrentDQN(OffPolicyAlgorithm):
                 "therefore the target network will be updated after each call to env.step() "
                 f"which corresponds to {self.n_envs} steps."
             )
+
+    def _make_replay_buffer(self) -> RecurrentReplayBuffer:
+        """The replay buffer, with RecurrentDQN's own settings (those in ``replay_buffer_kwargs`` were checked to agree)."""
+        assert self.replay_buffer_class is not None and issubclass(self.replay_buffer_class, RecurrentReplayBuffer)
+        settings = self._replay_buffer_settings()
+        if self.buffer_size < settings["buffer_size"]:
+            # Only reachable through load(..., buffer_size=...) (the constructor refuses it), e.g. buffer_size=1 to
+            # predict without a replay buffer, as SB3 users do with DQN: keep the smallest buffer that works.
+            warnings.warn(
+                f"buffer_size={self.buffer_size} cannot hold one sequence; the replay buffer holds {settings['buffer_size']} "
+                "steps instead. Load with a larger buffer_size to train."
+            )
+        settings["buffer_size"] = max(self.buffer_size, settings["buffer_size"])
+        kwargs = {name: value for name, value in self.replay_buffer_kwargs.items() if name not in OWN_BUFFER_SETTINGS}
+        return self.replay_buffer_class(device=self.device, **settings, **kwargs)
 
     def _create_aliases(self) -> None:
         self.q_net = self.policy.q_net
@@ -462,19 +326,14 @@ class RecurrentDQN(OffPolicyAlgorithm):
 
     def set_env(self, env: GymEnv, force_reset: bool = True) -> None:
         """
-        Checks the validity of the environment, and if it is coherent, set it as the current environment.
-        The number of envs must match the replay buffer's columns.
-
-        :param env: The environment for learning a policy
-        :param force_reset: Force call to ``reset()`` before training
-            to avoid unexpected behavior.
-            See issue https://github.com/DLR-RM/stable-baselines3/issues/597
+        SB3's ``set_env`` (same arguments); a different number of envs than the model's (the replay buffer's
+        columns) raises a ValueError, where SB3 asserts.
         """
         wrapped = self._wrap_env(env, self.verbose)
-        if self.replay_buffer is not None and wrapped.num_envs != self.replay_buffer.n_envs:
+        if wrapped.num_envs != self.n_envs:
             raise ValueError(
-                f"The new env has {wrapped.num_envs} envs but the replay buffer was built for "
-                f"n_envs={self.replay_buffer.n_envs}; use the same number of envs."
+                f"The new env has {wrapped.num_envs} envs but the model (and its replay buffer) has n_envs={self.n_envs}; "
+                "use the same number of envs."
             )
         super().set_env(wrapped, force_reset=force_reset)
 
@@ -550,58 +409,13 @@ class RecurrentDQN(OffPolicyAlgorithm):
         infos: list[dict[str, Any]],
     ) -> None:
         """
-        Store the step with the actor's recurrent state before it, keeping the real final observation of
-        episodes that end, then reset the recurrent state of those envs.
-
-        :param replay_buffer: Replay buffer object where to store the transition.
-        :param buffer_action: Actions taken
-        :param new_obs: next observation in the current episode
-            or first observation of the episode (when dones is True)
-        :param reward: reward for the current transition
-        :param dones: Termination signal
-        :param infos: List of additional information about the transition.
-            It may contain the terminal observations and information about timeout.
+        SB3's ``_store_transition`` (same arguments; the real final observation of episodes that end is kept), given
+        a view of the buffer whose ``add`` stores the actor's recurrent state before the step with it; then the
+        state after the step is committed, reset to zeros in the envs whose episode ended.
         """
-        assert isinstance(replay_buffer, RecurrentReplayBuffer)
-        # Store only the unnormalized version
-        if self._vec_normalize_env is not None:
-            new_obs_ = self._vec_normalize_env.get_original_obs()
-            reward_ = self._vec_normalize_env.get_original_reward()
-        else:
-            self._last_original_obs, new_obs_, reward_ = self._last_obs, new_obs, reward
-
-        # Only the real final observations of the envs that are done are read from next_obs:
-        # copy (to avoid modification by reference) only when some env is done
-        next_obs = new_obs_
-        if np.any(dones):
-            next_obs = deepcopy(new_obs_)
-        for env_idx in np.flatnonzero(dones):
-            final_obs = infos[env_idx].get("terminal_observation")
-            if final_obs is None:
-                continue
-            if self._vec_normalize_env is not None:
-                final_obs = self._vec_normalize_env.unnormalize_obs(final_obs)
-            if isinstance(next_obs, dict):
-                for key in next_obs:
-                    next_obs[key][env_idx] = final_obs[key]
-            else:
-                next_obs[env_idx] = final_obs
-
-        replay_buffer.add(
-            self._last_original_obs,  # type: ignore[arg-type]
-            next_obs,
-            buffer_action,
-            reward_,
-            dones,
-            infos,
-            recurrent_state=self._last_recurrent_state,
-        )
-
-        self._last_obs = new_obs  # type: ignore[assignment]
-        if self._vec_normalize_env is not None:
-            self._last_original_obs = new_obs_  # type: ignore[assignment]
-        # Commit the state after the step; the next observation of a done env starts a new episode
-        assert self._next_recurrent_state is not None
+        assert isinstance(replay_buffer, RecurrentReplayBuffer) and self._next_recurrent_state is not None
+        store = _BufferWithRecurrentState(replay_buffer, self._last_recurrent_state)  # type: ignore[arg-type]
+        super()._store_transition(store, buffer_action, new_obs, reward, dones, infos)  # type: ignore[arg-type]
         self._last_recurrent_state = self._next_recurrent_state
         if np.any(dones):
             keep = ~np.asarray(dones, dtype=bool)[None, :, None]
@@ -621,22 +435,11 @@ class RecurrentDQN(OffPolicyAlgorithm):
         :return: The loss, the Q-values of the taken actions at the learning steps ``(L, batch)``
             and the targets ``(L, batch)``
         """
-        n_burn_in = _n_burn_in_steps(replay_data)
         initial_state = self._initial_window_state(replay_data)
-        learning_obs = _slice_time(replay_data.observations, n_burn_in)
-
-        burn_in_obs = _slice_time(replay_data.observations, 0, n_burn_in)
         with th.no_grad():
-            # Burn-in warms the state of both networks, without gradient
-            target_state = self.q_net_target.burn_in_observations(burn_in_obs, initial_state, replay_data.burn_in_lengths)
-            online_state = self.q_net.burn_in_observations(burn_in_obs, initial_state, replay_data.burn_in_lengths)
-            # Target network over the learning steps and the step after them
-            target_features = self.q_net_target.extract_sequence_features(learning_obs)
-            target_q_values, _ = self.q_net_target.q_values_from_features(target_features, target_state)
-
-        # The whole window goes through the recurrent layer in one call: (L + 1, batch, n_actions)
-        learning_features = self.q_net.extract_sequence_features(learning_obs)
-        q_values, _ = self.q_net.q_values_from_features(learning_features, online_state)
+            target_q_values = self.q_net_target.window_q_values(replay_data, initial_state, one_call=True)
+        # (L + 1, batch, n_actions): the learning steps and the step after them
+        q_values = self.q_net.window_q_values(replay_data, initial_state)
 
         with th.no_grad():
             if self.double_q:
@@ -656,51 +459,10 @@ class RecurrentDQN(OffPolicyAlgorithm):
         loss = per_step_loss.sum() / replay_data.mask.sum().clamp(min=1.0)
         return loss, current_q_values, target
 
-    def _window_priorities(self, current_q_values: th.Tensor, target: th.Tensor, mask: th.Tensor) -> th.Tensor:
-        """
-        R2D2's priority of each window: ``eta * max + (1 - eta) * mean`` of the absolute TD errors of its valid
-        learning steps.
-
-        :param current_q_values: ``(L, batch)``
-        :param target: ``(L, batch)``
-        :param mask: ``(L, batch)``
-        :return: ``(batch,)`` priorities
-        """
-        td_errors = (target - current_q_values).detach().abs() * mask
-        mean = td_errors.sum(dim=0) / mask.sum(dim=0).clamp(min=1.0)
-        return self.priority_eta * td_errors.max(dim=0).values + (1.0 - self.priority_eta) * mean
-
     def _n_step_targets(self, replay_data: RecurrentReplayBufferSamples, next_q_values: th.Tensor) -> th.Tensor:
-        """
-        n-step targets of every learning step of the windows (``n_steps=1``: the one-step TD target).
-
-        The return of step ``k`` sums the discounted rewards of the valid steps ``k .. k + m - 1``, where ``m`` is
-        ``n_steps`` or less: it stops after the last valid step of the run that starts at ``k`` (the episode's
-        end, the window's end, or the newest stored step), then bootstraps from the value of the step after it,
-        ``gamma ** m * (1 - terminated) * next_q_values[k + m - 1]``.
-
-        :param replay_data: The windows (rewards, terminations, mask: ``(L, batch)``)
-        :param next_q_values: ``(L, batch)`` value of the step after each learning step
-        :return: ``(L, batch)`` targets (meaningless where the mask is 0)
-        """
-
-        def shifted(tensor: th.Tensor, steps: int) -> th.Tensor:
-            # tensor[k + steps] at row k, zeros past the window
-            return th.cat([tensor[steps:], tensor.new_zeros((min(steps, tensor.shape[0]), *tensor.shape[1:]))])
-
-        mask = replay_data.mask
-        returns = th.zeros_like(replay_data.rewards)
-        bootstrap = th.zeros_like(replay_data.rewards)
-        run = th.ones_like(mask)
-        for i in range(self.n_steps):
-            # run: steps k .. k + i are all valid
-            run = run * shifted(mask, i)
-            returns = returns + (self.gamma**i) * run * shifted(replay_data.rewards, i)
-            next_valid = shifted(mask, i + 1) if i < self.n_steps - 1 else th.zeros_like(mask)
-            last = run * (1.0 - next_valid)
-            not_terminal = 1.0 - shifted(replay_data.terminations, i)
-            bootstrap = bootstrap + last * (self.gamma ** (i + 1)) * not_terminal * shifted(next_q_values, i)
-        return returns + bootstrap
+        """:func:`~sb3_drqn.common.utils.n_step_targets` of a batch of windows, ``next_q_values`` ``(L, batch)``."""
+        data = replay_data
+        return n_step_targets(data.rewards, data.terminations, data.mask, next_q_values, self.gamma, self.n_steps)
 
     def train(self, gradient_steps: int, batch_size: int = 32) -> None:
         # Switch to train mode (this affects batch norm / dropout)
@@ -726,7 +488,7 @@ class RecurrentDQN(OffPolicyAlgorithm):
             if prioritized:
                 assert isinstance(self.replay_buffer, PrioritizedRecurrentReplayBuffer)
                 assert replay_data.leaf_indices is not None
-                priorities = self._window_priorities(current_q_values, target, replay_data.mask)
+                priorities = self.replay_buffer.window_priorities(current_q_values, target, replay_data.mask)
                 self.replay_buffer.update_priorities(replay_data.leaf_indices, priorities.cpu().numpy())
 
             with th.no_grad():
@@ -748,55 +510,28 @@ class RecurrentDQN(OffPolicyAlgorithm):
 
     def recurrent_staleness(self, n_windows: int | None = None) -> float | None:
         """
-        R2D2's measure of recurrent-state staleness, on windows sampled uniformly from the replay buffer: for each
-        window, the Q-values of its valid learning steps computed as in training (from the stored state at the
-        start of the burn-in, or zeros with ``recurrent_init="zero"``, then the burn-in) are compared with those
-        computed from a state recomputed with the current network from the episode's first step,
-        ``||Q_stored - Q_recomputed||_2 / max |Q_recomputed|`` over the window's valid steps and all actions;
-        the mean over the windows whose episode start is stored, at most ``staleness_horizon`` steps earlier.
+        R2D2's measure of recurrent-state staleness (:func:`~sb3_drqn.drqn.staleness.recurrent_staleness`) on
+        ``n_windows`` windows (default: ``staleness_windows``) sampled with their own generator (training's random
+        draws do not change). Logged as ``train/recurrent_staleness`` when the logs are written, measured again
+        once ``staleness_interval`` env steps have passed since the last measure (its cost per env step is bounded).
 
-        Logged as ``train/recurrent_staleness`` each time the logs are written (every ``log_interval`` episodes).
-
-        :param n_windows: Number of windows (default: ``staleness_windows``)
+        :param n_windows: Number of windows
         :return: The mean relative difference, or ``None`` when no window has its episode start available
         """
-        buffer = self.replay_buffer
-        if buffer is None or buffer.size() == 0:
-            return None
+        rng = np.random.default_rng(self._n_updates)
         n_windows = self.staleness_windows if n_windows is None else n_windows
-        try:
-            # Its own generator: measuring must not change the training's random draws
-            offsets, env_indices = buffer.sample_window_starts(n_windows, rng=np.random.default_rng(self._n_updates))
-        except RuntimeError:
-            return None
-        prefixes, lengths, available = buffer.episode_prefixes(
-            offsets, env_indices, self.staleness_horizon, env=self._vec_normalize_env
-        )
-        if not available.any():
-            return None
-        replay_data = buffer._get_samples(offsets, env=self._vec_normalize_env, env_indices=env_indices)
-        seq_len = replay_data.actions.shape[0]
-        observations = replay_data.observations
-        n_burn_in = _n_burn_in_steps(replay_data)
         self.policy.set_training_mode(False)
-        with th.no_grad():
-            stored_state = self.q_net.burn_in_observations(
-                _slice_time(observations, 0, n_burn_in), self._initial_window_state(replay_data), replay_data.burn_in_lengths
-            )
-            recomputed_state = self.q_net.burn_in_observations(prefixes, self.q_net.initial_state(len(offsets)), lengths)
-            features = self.q_net.extract_sequence_features(_slice_time(observations, n_burn_in, n_burn_in + seq_len))
-            q_stored, _ = self.q_net.q_values_from_features(features, stored_state)
-            q_recomputed, _ = self.q_net.q_values_from_features(features, recomputed_state)
-            mask = replay_data.mask.unsqueeze(-1)
-            distance = ((q_stored - q_recomputed) * mask).pow(2).sum(dim=(0, 2)).sqrt()
-            scale = (q_recomputed.abs() * mask).amax(dim=(0, 2)).clamp(min=1e-8)
-            relative = (distance / scale)[th.as_tensor(available, device=distance.device)]
-        return float(relative.mean())
+        stored = self.recurrent_init == "stored"
+        return recurrent_staleness(
+            self.q_net, self.replay_buffer, n_windows, self.staleness_horizon, stored, rng, self._vec_normalize_env
+        )
 
     def dump_logs(self) -> None:
-        staleness = self.recurrent_staleness() if self.num_timesteps >= self.learning_starts else None
-        if staleness is not None:
-            self.logger.record("train/recurrent_staleness", staleness)
+        if self.num_timesteps >= self.learning_starts and self.num_timesteps >= self._next_staleness_step:
+            self._staleness = self.recurrent_staleness()
+            self._next_staleness_step = self.num_timesteps + self.staleness_interval
+        if self._staleness is not None:
+            self.logger.record("train/recurrent_staleness", self._staleness)
         super().dump_logs()
 
     def predict(  # type: ignore[override]
@@ -858,129 +593,30 @@ class RecurrentDQN(OffPolicyAlgorithm):
         :param truncate_last_traj: Unused (only meaningful for ``HerReplayBuffer``); the env is reset when
             training starts again after loading a model, and the buffer keeps the last episode's steps apart.
         """
-        try:
-            buffer = load_from_pkl(path, self.verbose)
-        except (
-            pickle.UnpicklingError,
-            EOFError,
-            zipfile.BadZipFile,
-            AttributeError,
-            ImportError,
-            IndexError,
-            ValueError,
-        ) as error:
-            raise ValueError(f"Could not read a replay buffer from {path!r}: {error}") from error
-        if not isinstance(buffer, RecurrentReplayBuffer):
-            raise ValueError(
-                f"The replay buffer in {path!r} is a {type(buffer).__name__}, not a RecurrentReplayBuffer "
-                "(saved by another algorithm?)."
-            )
-        problems = []
+        buffer = load_recurrent_replay_buffer(path, self.verbose)
+        problems = buffer.mismatches(self._replay_buffer_settings())
         if isinstance(buffer, PrioritizedRecurrentReplayBuffer) != self.prioritized_replay:
             problems.append(f"it is a {type(buffer).__name__} but the model has prioritized_replay={self.prioritized_replay}")
-        if buffer.observation_space != self.observation_space:
-            problems.append(f"observation space {buffer.observation_space} != {self.observation_space}")
-        if buffer.action_space != self.action_space:
-            problems.append(f"action space {buffer.action_space} != {self.action_space}")
-        if buffer.n_envs != self.n_envs:
-            problems.append(f"n_envs {buffer.n_envs} != {self.n_envs}")
-        if buffer.buffer_size < self.sequence_length + 1:
-            problems.append(f"{buffer.buffer_size} steps per env cannot hold a window of {self.sequence_length + 1}")
-        if self.recurrent_init == "stored" and buffer.recurrent_state_shape != self.policy.recurrent_state_shape:
-            problems.append(
-                f"stored recurrent state shape {buffer.recurrent_state_shape} "
-                f"!= the policy's {self.policy.recurrent_state_shape}"
-            )
         if problems:
             raise ValueError(f"The replay buffer in {path!r} does not fit this model: " + "; ".join(problems) + ".")
-        # Sampling settings are the model's, and so is the device
-        buffer.sequence_length = self.sequence_length
-        buffer.burn_in = self.burn_in
         buffer.device = self.device
         self.replay_buffer = buffer
 
-    def _get_rng_state(self) -> dict[str, Any]:
-        """The states of every random generator training draws from (buffer sampling, exploration, torch)."""
-        rng_state: dict[str, Any] = {
-            "python": random.getstate(),
-            "numpy": np.random.get_state(),
-            "torch": th.get_rng_state(),
-            "action_space": self.action_space.np_random.bit_generator.state,
-        }
-        if th.cuda.is_available():
-            rng_state["torch_cuda"] = th.cuda.get_rng_state_all()
-        return rng_state
-
-    def _set_rng_state(self, rng_state: dict[str, Any]) -> None:
-        random.setstate(rng_state["python"])
-        np.random.set_state(rng_state["numpy"])
-        th.set_rng_state(rng_state["torch"])
-        self.action_space.np_random.bit_generator.state = rng_state["action_space"]
-        if "torch_cuda" in rng_state and th.cuda.is_available() and len(rng_state["torch_cuda"]) == th.cuda.device_count():
-            th.cuda.set_rng_state_all(rng_state["torch_cuda"])
-
-    def save(
-        self,
-        path: str | pathlib.Path | io.BufferedIOBase,
-        exclude: Iterable[str] | None = None,
-        include: Iterable[str] | None = None,
-    ) -> None:
-        """
-        Save all the attributes of the object and the model parameters in a zip-file, with the states of the
-        random generators, which :meth:`load` restores: with :meth:`save_replay_buffer` and
-        :meth:`load_replay_buffer`, a resumed run draws the same batches as an uninterrupted one.
-
-        :param path: path to the file where the rl agent should be saved
-        :param exclude: name of parameters that should be excluded in addition to the default ones
-        :param include: name of parameters that might be excluded but should be included anyway
-        """
-        self._saved_rng_state = self._get_rng_state()
-        try:
-            super().save(path, exclude=exclude, include=include)
-        finally:
-            del self._saved_rng_state
-
-    @classmethod
-    def load(  # type: ignore[override]
-        cls: type[SelfRecurrentDQN],
-        path: str | pathlib.Path | io.BufferedIOBase,
-        env: GymEnv | None = None,
-        device: th.device | str = "auto",
-        custom_objects: dict[str, Any] | None = None,
-        print_system_info: bool = False,
-        force_reset: bool = True,
-        **kwargs: Any,
-    ) -> SelfRecurrentDQN:
-        """
-        Load the model from a zip-file (see SB3's ``BaseAlgorithm.load``). The random generators (Python's,
-        NumPy's global one, PyTorch's and the action space's) are set to the states saved with the model, so
-        that training continues as it would have without the interruption (the environment's state aside),
-        unless a new ``seed`` is given in ``kwargs``: the generators are then seeded with it.
-
-        :param path: path to the file (or a file-like) where to load the agent from
-        :param env: the new environment to run the loaded model on
-            (can be None if you only need prediction from a trained model) has priority over any saved environment
-        :param device: Device on which the code should run.
-        :param custom_objects: Dictionary of objects to replace upon loading.
-        :param print_system_info: Whether to print system info from the saved model and the current system info
-        :param force_reset: Force call to ``reset()`` before training to avoid unexpected behavior.
-        :param kwargs: extra arguments to change the model when loading
-        :return: new model instance with loaded parameters
-        """
-        model = super().load(
-            path,
-            env=env,
-            device=device,
-            custom_objects=custom_objects,
-            print_system_info=print_system_info,
-            force_reset=force_reset,
-            **kwargs,
+    def _replay_buffer_settings(self) -> dict[str, Any]:
+        """The replay buffer's arguments that are the model's settings (``buffer_size``: the smallest that works)."""
+        assert self.replay_buffer_class is not None and issubclass(self.replay_buffer_class, RecurrentReplayBuffer)
+        settings: dict[str, Any] = dict(
+            buffer_size=self.replay_buffer_class.min_buffer_size(self.n_envs, self.sequence_length, self.burn_in),
+            observation_space=self.observation_space,
+            action_space=self.action_space,
+            n_envs=self.n_envs,
+            sequence_length=self.sequence_length,
+            burn_in=self.burn_in,
+            recurrent_state_shape=self.policy.recurrent_state_shape if self.recurrent_init == "stored" else None,
         )
-        # Models saved before the random states were saved have none
-        rng_state = model.__dict__.pop("_saved_rng_state", None)
-        if rng_state is not None and kwargs.get("seed") is None:
-            model._set_rng_state(rng_state)
-        return model
+        if issubclass(self.replay_buffer_class, PrioritizedRecurrentReplayBuffer):
+            settings.update(priority_exponent=self.priority_exponent, priority_eta=self.priority_eta)
+        return settings
 
     def _excluded_save_params(self) -> list[str]:
         return [*super()._excluded_save_params(), "q_net", "q_net_target", "_next_recurrent_state"]

@@ -17,7 +17,7 @@ from stable_baselines3.common.torch_layers import (
 from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from torch import nn
 
-from sb3_drqn.common.type_aliases import NumpyRecurrentState, RecurrentState
+from sb3_drqn.common.type_aliases import NumpyRecurrentState, RecurrentReplayBufferSamples, RecurrentState
 
 RNN_TYPES = {"lstm": nn.LSTM, "gru": nn.GRU}
 # Observation spaces SB3's preprocessing handles (and Dicts of them, with MultiInputLstmPolicy)
@@ -99,14 +99,15 @@ def native_cpu_rnn(device: th.device) -> Iterator[None]:
 
     :param device: The device the recurrent layer runs on: nothing changes off the CPU
     """
-    if device.type != "cpu":
+    if device.type != "cpu" or not th._C._get_mkldnn_enabled():
         yield
         return
-    enabled = th.backends.mkldnn.set_flags(_enabled=False, _fp32_precision=None)[0]
+    # th.backends.mkldnn.flags() does the same with more work (it is entered on every acting step)
+    th._C._set_mkldnn_enabled(False)
     try:
         yield
     finally:
-        th.backends.mkldnn.set_flags(_enabled=enabled, _fp32_precision=None)
+        th._C._set_mkldnn_enabled(True)
 
 
 class RecurrentQNetwork(BasePolicy):
@@ -120,7 +121,8 @@ class RecurrentQNetwork(BasePolicy):
     :param action_space: Action space
     :param features_extractor: Network to extract features
     :param features_dim: Number of features
-    :param lstm_hidden_size: Number of units of the recurrent layer
+    :param lstm_hidden_size: Number of units of the recurrent layer (``None``: ``default_lstm_hidden_size``, 128;
+        512 for :class:`CnnLstmPolicy`)
     :param n_lstm_layers: Number of recurrent layers
     :param rnn_type: ``"lstm"`` or ``"gru"``
     :param net_arch: Layers of the MLP head after the recurrent layer
@@ -155,17 +157,23 @@ class RecurrentQNetwork(BasePolicy):
             net_arch = []
         self.net_arch = net_arch
         self.activation_fn = activation_fn
-        self.features_dim = features_dim
+        # int(): SB3 computes the size of MultiDiscrete observations as a NumPy integer, which nn.LSTM refuses
+        self.features_dim = int(features_dim)
         self.lstm_hidden_size = lstm_hidden_size
         self.n_lstm_layers = n_lstm_layers
         self.rnn_type = rnn_type
-        self.rnn = RNN_TYPES[rnn_type](features_dim, lstm_hidden_size, num_layers=n_lstm_layers)
+        self.rnn = RNN_TYPES[rnn_type](self.features_dim, lstm_hidden_size, num_layers=n_lstm_layers)
         self.dueling = dueling
         self.q_net: nn.Module
         if dueling:
             self.q_net = DuelingHead(lstm_hidden_size, int(self.action_space.n), net_arch, activation_fn)
         else:
             self.q_net = nn.Sequential(*create_mlp(lstm_hidden_size, int(self.action_space.n), net_arch, activation_fn))
+
+    @property
+    def device(self) -> th.device:
+        """The device of the network (read from the recurrent layer, not by walking every parameter as SB3 does)."""
+        return self.rnn.weight_hh_l0.device
 
     @property
     def n_state_components(self) -> int:
@@ -232,10 +240,29 @@ class RecurrentQNetwork(BasePolicy):
         has_burn_in = (lengths > 0).to(self.device).view(1, -1, 1)
         return tuple(th.where(has_burn_in, new, old) for new, old in zip(new_state, state, strict=True))
 
+    def burn_in_features(self, obs: PyTorchObs, lengths: th.Tensor) -> th.Tensor:
+        """
+        Features of left-aligned burn-in observations of different lengths: only the valid steps go through the
+        features extractor, the others are zeros.
+
+        :param obs: Time-major observations ``(max_burn_in, batch, *obs_shape)`` (or a dict of them)
+        :param lengths: ``(batch,)`` number of burn-in steps of each sequence (may be 0), on the CPU
+        :return: ``(max_burn_in, batch, features_dim)``
+        """
+        n_steps = next(iter(obs.values())).shape[0] if isinstance(obs, dict) else obs.shape[0]
+        valid = (th.arange(n_steps)[:, None] < lengths[None, :]).to(self.device)
+        if bool(valid.all()):
+            return self.extract_sequence_features(obs)
+        selected: PyTorchObs = {key: value[valid] for key, value in obs.items()} if isinstance(obs, dict) else obs[valid]
+        valid_features = self.extract_features(selected, self.features_extractor)
+        features = valid_features.new_zeros((*valid.shape, valid_features.shape[-1]))
+        features[valid] = valid_features
+        return features
+
     def burn_in_observations(self, obs: PyTorchObs, state: RecurrentState, lengths: th.Tensor) -> RecurrentState:
         """
-        Advance the recurrent state over left-aligned burn-in observations of different lengths: only the valid
-        steps go through the features extractor, then all sequences through the recurrent layer in one call.
+        Advance the recurrent state over left-aligned burn-in observations of different lengths
+        (:meth:`burn_in_features`, then all sequences through the recurrent layer in one call).
 
         :param obs: Time-major observations ``(max_burn_in, batch, *obs_shape)`` (or a dict of them)
         :param state: Recurrent state before the first burn-in step
@@ -245,12 +272,50 @@ class RecurrentQNetwork(BasePolicy):
         n_steps = next(iter(obs.values())).shape[0] if isinstance(obs, dict) else obs.shape[0]
         if n_steps == 0 or not bool((lengths > 0).any()):
             return state
-        valid = (th.arange(n_steps)[:, None] < lengths[None, :]).to(self.device)
-        selected: PyTorchObs = {key: value[valid] for key, value in obs.items()} if isinstance(obs, dict) else obs[valid]
-        valid_features = self.extract_features(selected, self.features_extractor)
-        features = valid_features.new_zeros((*valid.shape, valid_features.shape[-1]))
-        features[valid] = valid_features
-        return self.burn_in(features, state, lengths)
+        return self.burn_in(self.burn_in_features(obs, lengths), state, lengths)
+
+    def window_q_values(
+        self, windows: RecurrentReplayBufferSamples, state: RecurrentState, one_call: bool = False
+    ) -> th.Tensor:
+        """
+        Q-values of sampled windows, as the learner sees them: the burn-in (without gradient) from ``state``, then
+        the learning steps and the step after them through the recurrent layer in one call. With ``one_call``
+        (only without gradient, e.g. for the target network), each window's burn-in and learning steps go through
+        the recurrent layer together, all windows in one call: packed by length, or a plain call when every window
+        has the full burn-in.
+
+        :param windows: Windows sampled from a :class:`~sb3_drqn.common.buffers.RecurrentReplayBuffer`
+        :param state: Recurrent state before each window's first burn-in step
+        :param one_call: One recurrent call for burn-in and learning steps (requires no gradient)
+        :return: ``(L + 1, batch, n_actions)``
+        """
+        lengths, n_burn_in = windows.burn_in_lengths, windows.n_burn_in_rows
+        if not one_call or n_burn_in == 0 or not bool((lengths > 0).any()):
+            with th.no_grad():
+                state = self.burn_in_observations(windows.burn_in_observations(), state, lengths)
+            q_values, _ = self.q_values_from_features(self.extract_sequence_features(windows.learning_observations()), state)
+            return q_values
+        assert not th.is_grad_enabled(), "one_call runs the burn-in with the learning steps: use it without gradient"
+        features = th.cat(
+            [
+                self.burn_in_features(windows.burn_in_observations(), lengths),
+                self.extract_sequence_features(windows.learning_observations()),
+            ]
+        )
+        n_rows, n_learning = features.shape[0], features.shape[0] - n_burn_in
+        if bool((lengths == n_burn_in).all()):
+            output, _ = self._run_rnn(features, state)
+            return self.q_net(output[n_burn_in:])
+        # Window i: its lengths[i] burn-in rows, then the learning rows, moved to the front and packed
+        rows = th.arange(n_rows, device=features.device)[:, None]
+        burn_in_lengths = lengths.to(features.device)[None, :]
+        source = th.where(rows < burn_in_lengths, rows, rows - burn_in_lengths + n_burn_in).clamp(max=n_rows - 1)
+        sequences = features.gather(0, source.unsqueeze(-1).expand_as(features))
+        packed = nn.utils.rnn.pack_padded_sequence(sequences, lengths.cpu() + n_learning, enforce_sorted=False)
+        packed_output, _ = self._run_rnn(packed, state)
+        output, _ = nn.utils.rnn.pad_packed_sequence(packed_output, total_length=n_rows)
+        learning_rows = (th.arange(n_learning, device=features.device)[:, None] + burn_in_lengths).unsqueeze(-1)
+        return self.q_net(output.gather(0, learning_rows.expand(-1, -1, output.shape[-1])))
 
     def forward(self, obs: PyTorchObs, state: RecurrentState, episode_starts: th.Tensor) -> tuple[th.Tensor, RecurrentState]:
         """
@@ -265,10 +330,13 @@ class RecurrentQNetwork(BasePolicy):
             the state is reset to zeros before that step
         :return: Q-values ``(time, batch, n_actions)`` (or ``(batch, n_actions)``) and the final state
         """
-        single_step = episode_starts.dim() == 1
-        if single_step:
-            obs = {key: value.unsqueeze(0) for key, value in obs.items()} if isinstance(obs, dict) else obs.unsqueeze(0)
-            episode_starts = episode_starts.unsqueeze(0)
+        if episode_starts.dim() == 1:
+            # One step (acting): no cut to look for
+            keep = (1.0 - episode_starts).view(1, -1, 1)
+            output, state = self._run_rnn(
+                self.extract_features(obs, self.features_extractor).unsqueeze(0), tuple(c * keep for c in state)
+            )
+            return self.q_net(output[0]), state
         features = self.extract_sequence_features(obs)
         episode_starts = episode_starts.to(features.dtype)
         # Cut points: the first step, and every later step where an env starts an episode
@@ -282,8 +350,7 @@ class RecurrentQNetwork(BasePolicy):
             state = tuple(component * keep for component in state)
             q_piece, state = self.q_values_from_features(features[begin:end], state)
             q_values.append(q_piece)
-        q = th.cat(q_values)
-        return (q[0] if single_step else q), state
+        return th.cat(q_values), state
 
     def _predict(self, observation: PyTorchObs, deterministic: bool = True) -> th.Tensor:
         """
@@ -319,7 +386,8 @@ class RecurrentDQNPolicy(BasePolicy):
     :param observation_space: Observation space
     :param action_space: Action space
     :param lr_schedule: Learning rate schedule (could be constant)
-    :param lstm_hidden_size: Number of units of the recurrent layer
+    :param lstm_hidden_size: Number of units of the recurrent layer (``None``: ``default_lstm_hidden_size``, 128;
+        512 for :class:`CnnLstmPolicy`)
     :param n_lstm_layers: Number of recurrent layers
     :param rnn_type: ``"lstm"`` (default) or ``"gru"``
     :param net_arch: Layers of the MLP head after the recurrent layer (none by default: the recurrent
@@ -327,7 +395,9 @@ class RecurrentDQNPolicy(BasePolicy):
     :param activation_fn: Activation function
     :param dueling: Use a dueling head (R2D2): value and advantage streams, each with the layers ``net_arch``,
         combined as ``Q = V + A - mean(A)``
-    :param features_extractor_class: Features extractor to use.
+    :param features_extractor_class: Features extractor to use (``None``: ``default_features_extractor_class``,
+        ``FlattenExtractor``; ``NatureCNN`` for :class:`CnnLstmPolicy`, ``CombinedExtractor`` for
+        :class:`MultiInputLstmPolicy`)
     :param features_extractor_kwargs: Keyword arguments to pass to the features extractor.
     :param normalize_images: Whether to normalize images or not, dividing by 255.0 (True by default)
     :param optimizer_class: The optimizer to use, ``th.optim.Adam`` by default
@@ -336,24 +406,29 @@ class RecurrentDQNPolicy(BasePolicy):
 
     q_net: RecurrentQNetwork
     q_net_target: RecurrentQNetwork
+    # What ``None`` stands for in the arguments of the same names (the subclasses for images and Dict spaces differ)
+    default_features_extractor_class: type[BaseFeaturesExtractor] = FlattenExtractor
+    default_lstm_hidden_size: int = 128
 
     def __init__(
         self,
         observation_space: spaces.Space,
         action_space: spaces.Discrete,
         lr_schedule: Schedule,
-        lstm_hidden_size: int = 128,
+        lstm_hidden_size: int | None = None,
         n_lstm_layers: int = 1,
         rnn_type: str = "lstm",
         net_arch: list[int] | None = None,
         activation_fn: type[nn.Module] = nn.ReLU,
         dueling: bool = False,
-        features_extractor_class: type[BaseFeaturesExtractor] = FlattenExtractor,
+        features_extractor_class: type[BaseFeaturesExtractor] | None = None,
         features_extractor_kwargs: dict[str, Any] | None = None,
         normalize_images: bool = True,
         optimizer_class: type[th.optim.Optimizer] = th.optim.Adam,
         optimizer_kwargs: dict[str, Any] | None = None,
     ) -> None:
+        lstm_hidden_size = self.default_lstm_hidden_size if lstm_hidden_size is None else lstm_hidden_size
+        features_extractor_class = features_extractor_class or self.default_features_extractor_class
         if rnn_type not in RNN_TYPES:
             raise ValueError(f"rnn_type must be one of {sorted(RNN_TYPES)}, got {rnn_type!r}.")
         for name, value in (("lstm_hidden_size", lstm_hidden_size), ("n_lstm_layers", n_lstm_layers)):
@@ -450,12 +525,16 @@ class RecurrentDQNPolicy(BasePolicy):
         :return: The actions and the next recurrent state
         """
         self.set_training_mode(False)
-        obs_tensor, vectorized_env = self.obs_to_tensor(observation)
+        space = self.observation_space
+        obs_tensor: PyTorchObs | None = None
+        if isinstance(space, spaces.Box) and isinstance(observation, np.ndarray) and observation.shape[1:] == space.shape:
+            # A batch in the space's own layout (what acting passes): no copy, no transpose
+            obs_tensor, vectorized_env = th.as_tensor(observation, device=self.device), True
+        if obs_tensor is None:
+            obs_tensor, vectorized_env = self.obs_to_tensor(observation)
         n_envs = next(iter(obs_tensor.values())).shape[0] if isinstance(obs_tensor, dict) else obs_tensor.shape[0]
         state_tensor = self._check_state(state, n_envs)
-        if episode_start is None:
-            episode_start = np.zeros(n_envs, dtype=bool)
-        episode_start = np.asarray(episode_start).reshape(-1)
+        episode_start = np.zeros(n_envs, dtype=np.float32) if episode_start is None else np.asarray(episode_start).reshape(-1)
         if episode_start.shape[0] != n_envs:
             raise ValueError(f"episode_start has {episode_start.shape[0]} entries, but there are {n_envs} observations.")
         with th.no_grad():
@@ -508,8 +587,16 @@ class RecurrentDQNPolicy(BasePolicy):
 
         :param mode: if true, set to training mode, else set to evaluation mode
         """
-        self.q_net.set_training_mode(mode)
-        self.training = mode
+        # Only when it changes: nn.Module.train walks every module, and this is called on every step and update
+        if self.training != mode or self.q_net.training != mode:
+            self.q_net.set_training_mode(mode)
+            self.training = mode
+
+    @property
+    def device(self) -> th.device:
+        """The device of the networks (read from one parameter, not by walking them all as SB3 does)."""
+        q_net = self._modules.get("q_net")
+        return q_net.device if isinstance(q_net, RecurrentQNetwork) else super().device
 
 
 MlpLstmPolicy = RecurrentDQNPolicy
@@ -517,43 +604,12 @@ MlpLstmPolicy = RecurrentDQNPolicy
 
 class CnnLstmPolicy(RecurrentDQNPolicy):
     """
-    Recurrent Q-policy for image observations: the Nature CNN features extractor by default.
-    See :class:`RecurrentDQNPolicy` for the parameters.
+    Recurrent Q-policy for image observations: the Nature CNN features extractor and a 512-unit recurrent layer
+    by default. See :class:`RecurrentDQNPolicy` for the parameters.
     """
 
-    def __init__(
-        self,
-        observation_space: spaces.Space,
-        action_space: spaces.Discrete,
-        lr_schedule: Schedule,
-        lstm_hidden_size: int = 512,
-        n_lstm_layers: int = 1,
-        rnn_type: str = "lstm",
-        net_arch: list[int] | None = None,
-        activation_fn: type[nn.Module] = nn.ReLU,
-        dueling: bool = False,
-        features_extractor_class: type[BaseFeaturesExtractor] = NatureCNN,
-        features_extractor_kwargs: dict[str, Any] | None = None,
-        normalize_images: bool = True,
-        optimizer_class: type[th.optim.Optimizer] = th.optim.Adam,
-        optimizer_kwargs: dict[str, Any] | None = None,
-    ) -> None:
-        super().__init__(
-            observation_space,
-            action_space,
-            lr_schedule,
-            lstm_hidden_size,
-            n_lstm_layers,
-            rnn_type,
-            net_arch,
-            activation_fn,
-            dueling,
-            features_extractor_class,
-            features_extractor_kwargs,
-            normalize_images,
-            optimizer_class,
-            optimizer_kwargs,
-        )
+    default_features_extractor_class = NatureCNN
+    default_lstm_hidden_size = 512
 
 
 class MultiInputLstmPolicy(RecurrentDQNPolicy):
@@ -562,36 +618,4 @@ class MultiInputLstmPolicy(RecurrentDQNPolicy):
     See :class:`RecurrentDQNPolicy` for the parameters.
     """
 
-    def __init__(
-        self,
-        observation_space: spaces.Dict,
-        action_space: spaces.Discrete,
-        lr_schedule: Schedule,
-        lstm_hidden_size: int = 128,
-        n_lstm_layers: int = 1,
-        rnn_type: str = "lstm",
-        net_arch: list[int] | None = None,
-        activation_fn: type[nn.Module] = nn.ReLU,
-        dueling: bool = False,
-        features_extractor_class: type[BaseFeaturesExtractor] = CombinedExtractor,
-        features_extractor_kwargs: dict[str, Any] | None = None,
-        normalize_images: bool = True,
-        optimizer_class: type[th.optim.Optimizer] = th.optim.Adam,
-        optimizer_kwargs: dict[str, Any] | None = None,
-    ) -> None:
-        super().__init__(
-            observation_space,
-            action_space,
-            lr_schedule,
-            lstm_hidden_size,
-            n_lstm_layers,
-            rnn_type,
-            net_arch,
-            activation_fn,
-            dueling,
-            features_extractor_class,
-            features_extractor_kwargs,
-            normalize_images,
-            optimizer_class,
-            optimizer_kwargs,
-        )
+    default_features_extractor_class = CombinedExtractor
