@@ -331,16 +331,17 @@ class RecurrentReplayBuffer(ReplayBuffer):
         if self.recurrent_states is not None:
             if recurrent_state is None:
                 raise ValueError("This buffer stores recurrent states: pass the actor's `recurrent_state` to add().")
-            # (n_components, n_layers, n_envs, hidden) -> (n_envs, n_components, n_layers, hidden)
-            stacked = np.stack([np.asarray(component) for component in recurrent_state]).transpose(2, 0, 1, 3)
-            if stacked.shape != (self.n_envs, *self.recurrent_states.shape[2:]):
-                n_components, n_layers, hidden_size = self.recurrent_states.shape[2:]
+            n_components, n_layers, hidden_size = self.recurrent_states.shape[2:]
+            expected = (n_layers, self.n_envs, hidden_size)
+            if len(recurrent_state) != n_components or any(np.shape(component) != expected for component in recurrent_state):
                 raise ValueError(
                     f"recurrent_state must hold {n_components} component(s) of shape (n_layers, n_envs, hidden) = "
-                    f"{(n_layers, self.n_envs, hidden_size)}, got {[np.shape(component) for component in recurrent_state]}."
+                    f"{expected}, got {[np.shape(component) for component in recurrent_state]}."
                 )
             if row % self.state_stride == 0:
-                self.recurrent_states[row // self.state_stride] = stacked
+                for index, component in enumerate(recurrent_state):
+                    # (n_layers, n_envs, hidden) -> (n_envs, n_layers, hidden)
+                    self.recurrent_states[row // self.state_stride, :, index] = np.swapaxes(component, 0, 1)
 
         _write_obs(self.observations, row, self._reshape_obs(obs))
         self.actions[row] = np.asarray(action).reshape(self.n_envs)
@@ -354,11 +355,10 @@ class RecurrentReplayBuffer(ReplayBuffer):
             self.timeouts[row] = False
         self.episode_steps[row] = self._next_episode_steps
 
-        done_envs = np.flatnonzero(done)
-        if len(done_envs) > 0:
-            self._store_final_observations(row, done_envs, next_obs)
-
-        self._next_episode_steps = np.where(done, 0, self._next_episode_steps + 1).astype(np.int32)
+        self._next_episode_steps += 1
+        if done.any():
+            self._store_final_observations(row, np.flatnonzero(done), next_obs)
+            self._next_episode_steps[done] = 0
         self.pos += 1
         if self.pos == self.buffer_size:
             self.full = True

@@ -389,7 +389,9 @@ class RecurrentDQN(RandomStateSavingAlgorithm, OffPolicyAlgorithm):
         :return: The actions to take, twice (actions to execute, actions to store)
         """
         assert self._last_obs is not None, "self._last_obs was not set"
-        greedy_actions, self._next_recurrent_state = self.policy.predict(self._last_obs, self._last_recurrent_state)
+        assert self._last_recurrent_state is not None
+        state = tuple(th.as_tensor(component, device=self.device) for component in self._last_recurrent_state)
+        greedy_actions, self._next_recurrent_state = self.policy._act(self.policy._obs_batch(self._last_obs)[0], state)
         if self.num_timesteps < learning_starts:
             explore = np.ones(n_envs, dtype=bool)
         else:

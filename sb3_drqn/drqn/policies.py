@@ -190,6 +190,16 @@ class RecurrentQNetwork(BasePolicy):
 
     def _run_rnn(self, features: th.Tensor | nn.utils.rnn.PackedSequence, state: RecurrentState) -> tuple[Any, RecurrentState]:
         with native_cpu_rnn(state[0].device):
+            if isinstance(features, th.Tensor):
+                # The recurrent layer's own kernel, without nn.LSTM.forward's per-call checks of its arguments and
+                # weights (about half the time of a one-step call); packed sequences go through the module
+                weights = [weight for layer in self.rnn.all_weights for weight in layer]
+                args = (True, self.n_lstm_layers, 0.0, self.training, False, False)
+                if self.rnn_type == "lstm":
+                    output, hidden, cell = th.lstm(features, (state[0], state[1]), weights, *args)
+                    return output, (hidden, cell)
+                output, hidden = th.gru(features, state[0], weights, *args)
+                return output, (hidden,)
             if self.rnn_type == "lstm":
                 output, (hidden, cell) = self.rnn(features, (state[0].contiguous(), state[1].contiguous()))
                 return output, (hidden, cell)
@@ -331,12 +341,8 @@ class RecurrentQNetwork(BasePolicy):
         :return: Q-values ``(time, batch, n_actions)`` (or ``(batch, n_actions)``) and the final state
         """
         if episode_starts.dim() == 1:
-            # One step (acting): no cut to look for
             keep = (1.0 - episode_starts).view(1, -1, 1)
-            output, state = self._run_rnn(
-                self.extract_features(obs, self.features_extractor).unsqueeze(0), tuple(c * keep for c in state)
-            )
-            return self.q_net(output[0]), state
+            return self.step(obs, tuple(component * keep for component in state))
         features = self.extract_sequence_features(obs)
         episode_starts = episode_starts.to(features.dtype)
         # Cut points: the first step, and every later step where an env starts an episode
@@ -351,6 +357,17 @@ class RecurrentQNetwork(BasePolicy):
             q_piece, state = self.q_values_from_features(features[begin:end], state)
             q_values.append(q_piece)
         return th.cat(q_values), state
+
+    def step(self, obs: PyTorchObs, state: RecurrentState) -> tuple[th.Tensor, RecurrentState]:
+        """
+        Q-values of one step of a batch of envs, continuing their state (no reset).
+
+        :param obs: Observations ``(batch, *obs_shape)`` (or a dict of them)
+        :param state: Recurrent state before the step
+        :return: Q-values ``(batch, n_actions)`` and the state after the step
+        """
+        output, state = self._run_rnn(self.extract_features(obs, self.features_extractor).unsqueeze(0), state)
+        return self.q_net(output[0]), state
 
     def _predict(self, observation: PyTorchObs, deterministic: bool = True) -> th.Tensor:
         """
@@ -524,25 +541,34 @@ class RecurrentDQNPolicy(BasePolicy):
         :param deterministic: Unused: the policy is greedy (exploration lives in ``RecurrentDQN.predict``)
         :return: The actions and the next recurrent state
         """
-        self.set_training_mode(False)
-        space = self.observation_space
-        obs_tensor: PyTorchObs | None = None
-        if isinstance(space, spaces.Box) and isinstance(observation, np.ndarray) and observation.shape[1:] == space.shape:
-            # A batch in the space's own layout (what acting passes): no copy, no transpose
-            obs_tensor, vectorized_env = th.as_tensor(observation, device=self.device), True
-        if obs_tensor is None:
-            obs_tensor, vectorized_env = self.obs_to_tensor(observation)
+        obs_tensor, vectorized_env = self._obs_batch(observation)
         n_envs = next(iter(obs_tensor.values())).shape[0] if isinstance(obs_tensor, dict) else obs_tensor.shape[0]
         state_tensor = self._check_state(state, n_envs)
-        episode_start = np.zeros(n_envs, dtype=np.float32) if episode_start is None else np.asarray(episode_start).reshape(-1)
-        if episode_start.shape[0] != n_envs:
-            raise ValueError(f"episode_start has {episode_start.shape[0]} entries, but there are {n_envs} observations.")
-        with th.no_grad():
-            starts = th.as_tensor(episode_start, dtype=th.float32, device=self.device)
-            q_values, new_state = self.q_net(obs_tensor, state_tensor, starts)
-            actions = q_values.argmax(dim=-1).cpu().numpy()
+        if episode_start is not None:
+            starts = np.asarray(episode_start, dtype=bool).reshape(-1)
+            if starts.shape[0] != n_envs:
+                raise ValueError(f"episode_start has {starts.shape[0]} entries, but there are {n_envs} observations.")
+            if starts.any():
+                keep = th.as_tensor(~starts, dtype=th.float32, device=self.device).view(1, -1, 1)
+                state_tensor = tuple(component * keep for component in state_tensor)
+        actions, new_state = self._act(obs_tensor, state_tensor)
         if not vectorized_env:
             actions = actions.squeeze(axis=0)
+        return actions, new_state
+
+    def _obs_batch(self, observation: np.ndarray | dict[str, np.ndarray]) -> tuple[PyTorchObs, bool]:
+        """SB3's ``obs_to_tensor``, without its copy for a batch of Box observations in the space's own layout."""
+        space = self.observation_space
+        if isinstance(space, spaces.Box) and isinstance(observation, np.ndarray) and observation.shape[1:] == space.shape:
+            return th.as_tensor(observation, device=self.device), True
+        return self.obs_to_tensor(observation)
+
+    def _act(self, obs: PyTorchObs, state: RecurrentState) -> tuple[np.ndarray, NumpyRecurrentState]:
+        """Greedy actions of one step of every env and the next state (the learner's acting path: no checks)."""
+        self.set_training_mode(False)
+        with th.no_grad():
+            q_values, new_state = self.q_net.step(obs, state)
+            actions = q_values.argmax(dim=-1).cpu().numpy()
         return actions, tuple(component.cpu().numpy() for component in new_state)
 
     def _check_state(self, state: NumpyRecurrentState | None, n_envs: int) -> RecurrentState:
