@@ -179,8 +179,63 @@ def run_in_subprocess(target: Any, *args: Any) -> dict[str, Any]:
     return result
 
 
-def measure_memory(n_transitions: int) -> dict[str, dict[str, float]]:
-    results = {}
+def _fill_with_pong_in_subprocess(n_transitions: int, queue: Any) -> None:
+    """
+    Fill a buffer of ``n_transitions`` with Pong episodes (random actions, the zoo's AtariWrapper: 84x84 frames,
+    the real final observation at every episode end), then report its allocated bytes (the arrays' ``nbytes``) and
+    its resident bytes, per transition.
+    """
+    import ale_py
+    import gymnasium as gym
+    from stable_baselines3.common.atari_wrappers import AtariWrapper
+
+    th.set_num_threads(1)
+    gym.register_envs(ale_py)
+    env = AtariWrapper(gym.make("PongNoFrameskip-v4"))
+    space = spaces.Box(0, 255, (1, 84, 84), np.uint8)
+    before = rss_bytes()
+    buffer = RecurrentReplayBuffer(
+        n_transitions,
+        space,
+        env.action_space,
+        device="cpu",
+        sequence_length=10,
+        burn_in=10,
+        recurrent_state_shape=(2, 1, LSTM),
+    )
+    state = (np.zeros((1, 1, LSTM), np.float32),) * 2
+    obs, _ = env.reset(seed=0)
+    episodes = 0
+    for _ in range(n_transitions):
+        next_obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
+        done = terminated or truncated
+        info = {**info, "TimeLimit.truncated": truncated and not terminated}
+        buffer.add(
+            obs.transpose(2, 0, 1)[None],
+            next_obs.transpose(2, 0, 1)[None],
+            np.array([0]),
+            np.array([reward]),
+            np.array([done]),
+            [info],
+            recurrent_state=state,
+        )
+        obs = env.reset()[0] if done else next_obs
+        episodes += int(done)
+    resident = rss_bytes() - before
+    allocated = sum(value.nbytes for value in vars(buffer).values() if isinstance(value, np.ndarray))
+    queue.put(
+        {
+            "transitions": n_transitions,
+            "episodes": episodes,
+            "allocated_bytes_per_transition": allocated / n_transitions,
+            "resident_bytes_per_transition": resident / n_transitions,
+            "final_observation_slots": len(buffer.final_observations),
+        }
+    )
+
+
+def measure_memory(n_transitions: int, pong_transitions: int) -> dict[str, dict[str, float]]:
+    results = {"pong": run_in_subprocess(_fill_with_pong_in_subprocess, pong_transitions)}
     for kind in MEMORY_KINDS:
         results[kind] = run_in_subprocess(_fill_in_subprocess, kind, n_transitions)
     for algo in ("dqn", "drqn"):
@@ -444,6 +499,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer repetitions and a smaller scaling grid")
     parser.add_argument("--repeats", type=int, default=None, help="repetitions per timing (median reported)")
     parser.add_argument("--transitions", type=int, default=50_000, help="transitions stored for the memory figure")
+    parser.add_argument("--pong-transitions", type=int, default=20_000, help="Pong steps for the allocated-memory figure")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--skip", nargs="*", default=[], choices=["memory", "speed", "scaling"], help="parts to skip")
     parser.add_argument("--profile-acting", action="store_true", help="print where acting time goes (cProfile)")
@@ -463,8 +519,15 @@ def main() -> None:
         profile_acting(50 if args.smoke else 1000)
 
     if "memory" not in args.skip:
-        memory = measure_memory(args.transitions // (5 if args.quick else 1))
+        memory = measure_memory(args.transitions // (5 if args.quick else 1), args.pong_transitions)
         results["memory"] = memory
+        pong = memory["pong"]
+        print(f"\n## Replay memory of a buffer filled with {pong['transitions']:,} Pong steps ({pong['episodes']} episodes)\n")
+        print("| | bytes / transition | x one frame (7,056 B) |")
+        print("|---|---|---|")
+        for key in ("allocated", "resident"):
+            per = pong[f"{key}_bytes_per_transition"]
+            print(f"| {key} | {per:,.0f} | {per / FRAME_BYTES:.3f} |")
         print(f"\n## Replay memory per stored transition (84x84 frames, {args.transitions} transitions, RSS)\n")
         print("| buffer | bytes / transition | x one frame (7,056 B) |")
         print("|---|---|---|")

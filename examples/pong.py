@@ -97,8 +97,11 @@ def main(argv: list[str] | None = None) -> None:
         "--max-episode-frames", type=int, default=None, help="cut episodes after N raw frames (quick checks only)"
     )
     args = harness.parse_args(parser, argv)
-    if args.smoke and args.max_episode_frames is None:
-        args.max_episode_frames = 400
+    if args.smoke:
+        # Atari-size updates cost about a second each on a CPU: a few small ones are enough to check the script
+        args.hyperparams = {"batch_size": 2, "train_freq": 50, **args.hyperparams}
+        if args.max_episode_frames is None:
+            args.max_episode_frames = 400
     env_label = f"Flickering{args.env}" if args.flickering else args.env
     settings = agent_settings(env_label, args.hyperparams, args.flicker_prob if args.flickering else None)
     env_kwargs = {} if args.max_episode_frames is None else dict(max_episode_steps=args.max_episode_frames)

@@ -391,3 +391,21 @@ def test_non_finite_data_is_refused_before_anything_is_stored(bad):
     assert buffer.pos == 1
     recorder.add([False, False], [False, False])
     assert buffer.pos == 2 and as_rows(window(buffer, 0, 1).mask) == [1, 0]
+
+
+def test_final_observation_store_is_sized_for_what_it_holds():
+    # Long episodes: a handful of final observations, however many rows the buffer has
+    buffer = make_buffer(rows=400, n_envs=2, sequence_length=2, burn_in=1)
+    recorder = Recorder(buffer, 2)
+    for time in range(1000):
+        recorder.add([time % 97 == 96, False], [False, time % 151 == 150])
+    assert len(buffer.final_observations) <= 8 < buffer.buffer_size * buffer.n_envs
+    # Then a burst of one-step episodes makes it grow; every stored episode end still reads its own final observation
+    for _ in range(300):
+        recorder.add([True, True], [False, False])
+    assert len(buffer.final_observations) >= buffer._n_final_observations > 8
+    ends = np.argwhere(buffer.dones)
+    for row, env in ends:
+        sample = window(buffer, row=row, env=env)
+        current = sample.observations[buffer.max_burn_in, 0].tolist()
+        assert sample.observations[buffer.max_burn_in + 1, 0].tolist() == [current[0], current[1], FINAL]

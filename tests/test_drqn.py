@@ -281,3 +281,17 @@ def test_buffer_is_allocated_lazily():
     model = RecurrentDQN("CnnLstmPolicy", image_env(), buffer_size=200_000, policy_kwargs=dict(lstm_hidden_size=16))
     assert isinstance(model.replay_buffer, RecurrentReplayBuffer)
     assert model.replay_buffer.observations.nbytes >= 200_000 * 36 * 36
+
+
+def test_a_setting_given_twice_must_agree():
+    env = CueMemoryEnv()
+    kwargs = dict(prioritized_replay=True, priority_eta=0.5, buffer_size=500, learning_starts=10)
+    # The same value twice works; the buffer holds the model's value and uses it for the priorities
+    model = RecurrentDQN("MlpLstmPolicy", env, replay_buffer_kwargs=dict(priority_eta=0.5, burn_in=0), **kwargs)
+    assert model.replay_buffer.priority_eta == 0.5
+    current, target, mask = th.zeros(2, 1), th.tensor([[1.0], [3.0]]), th.ones(2, 1)
+    assert model.replay_buffer.window_priorities(current, target, mask).item() == pytest.approx(0.5 * 3 + 0.5 * 2)
+    # Different values are refused, naming the setting
+    for name, value in (("priority_eta", 0.9), ("sequence_length", 3), ("burn_in", 4), ("priority_exponent", 0.1)):
+        with pytest.raises(ValueError, match=f"replay_buffer_kwargs sets .*{name}"):
+            RecurrentDQN("MlpLstmPolicy", env, replay_buffer_kwargs={name: value}, **kwargs)

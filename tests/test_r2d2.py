@@ -189,7 +189,9 @@ def test_prioritized_loss_is_weighted_and_priorities_are_the_td_mix():
     assert th.allclose(loss, expected)
     td = ((target - current).abs() * batch.mask).detach()
     mean = td.sum(0) / batch.mask.sum(0)
-    assert th.allclose(model.replay_buffer.window_priorities(current, target, batch.mask), 0.75 * td.max(0).values + 0.25 * mean)
+    assert th.allclose(
+        model.replay_buffer.window_priorities(current, target, batch.mask), 0.75 * td.max(0).values + 0.25 * mean
+    )
 
 
 @pytest.mark.parametrize(

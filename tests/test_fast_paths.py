@@ -1,0 +1,82 @@
+"""Shortcuts of the learner and of acting give what the general paths give."""
+
+import itertools
+
+import numpy as np
+import pytest
+import torch as th
+
+from sb3_drqn import RecurrentDQN
+from sb3_drqn.common.envs import CueMemoryEnv
+from sb3_drqn.drqn.policies import native_cpu_rnn
+
+
+def trained_model(rnn_type: str, **kwargs) -> RecurrentDQN:
+    model = RecurrentDQN(
+        "MlpLstmPolicy",
+        CueMemoryEnv(n_cues=3, delay=6),
+        learning_starts=50,
+        buffer_size=2000,
+        batch_size=8,
+        sequence_length=4,
+        train_freq=4,
+        policy_kwargs=dict(lstm_hidden_size=8, rnn_type=rnn_type),
+        seed=0,
+        **kwargs,
+    )
+    return model.learn(600)
+
+
+@pytest.mark.parametrize("rnn_type", ["lstm", "gru"])
+@pytest.mark.parametrize("stride", [1, 3])
+def test_one_call_window_q_values_equal_the_general_path(rnn_type, stride):
+    model = trained_model(rnn_type, burn_in=4, replay_buffer_kwargs=dict(state_stride=stride))
+    buffer, q_net = model.replay_buffer, model.q_net_target
+    offsets, envs = buffer.valid_window_starts()
+    windows = buffer.windows(offsets, envs)
+    lengths = windows.burn_in_lengths
+    # Windows of every kind: full burn-in, clipped at the episode start (or extended back to a stored state), none
+    assert (
+        bool((lengths == 0).any()) and bool((lengths == lengths.max()).any()) and bool(((lengths > 0) & (lengths < 4)).any())
+    )
+    state = windows.recurrent_states
+    with th.no_grad():
+        general = q_net.window_q_values(windows, state)
+        packed = q_net.window_q_values(windows, state, one_call=True)
+        full = lengths == buffer.max_burn_in
+        full_windows = buffer.windows(offsets[full.numpy()], envs[full.numpy()])
+        plain = q_net.window_q_values(full_windows, full_windows.recurrent_states, one_call=True)
+    th.testing.assert_close(packed, general, rtol=1e-5, atol=1e-6)
+    th.testing.assert_close(plain, general[:, full], rtol=1e-5, atol=1e-6)
+    with pytest.raises(AssertionError, match="without gradient"):
+        q_net.window_q_values(windows, state, one_call=True)
+
+
+def test_acting_path_equals_predict():
+    model = trained_model("lstm", burn_in=2)
+    obs = np.random.default_rng(0).random((1, *model.observation_space.shape)).astype(np.float32)
+    state = tuple(np.random.default_rng(1).standard_normal((1, 1, 8)).astype(np.float32) for _ in range(2))
+    actions, next_state = model.policy.predict(obs, state)
+    fast_actions, fast_state = model.policy._act(th.as_tensor(obs), tuple(th.as_tensor(c) for c in state))
+    assert np.array_equal(actions, fast_actions)
+    for a, b in zip(next_state, fast_state, strict=True):
+        np.testing.assert_array_equal(a, b)
+    # The kernel called directly gives what nn.LSTM gives (on the same native kernels)
+    features = th.randn(5, 3, model.q_net.features_dim)
+    zeros = model.q_net.initial_state(3)
+    with th.no_grad(), native_cpu_rnn(th.device("cpu")):
+        direct, (h, c) = model.q_net._run_rnn(features, zeros)
+        module, (h_module, c_module) = model.q_net.rnn(features, zeros)
+    assert th.equal(direct, module) and th.equal(h, h_module) and th.equal(c, c_module)
+
+
+def test_staleness_cost_is_bounded_per_env_step():
+    model = trained_model("lstm", burn_in=2)
+    calls = []
+    measure = model.recurrent_staleness
+    model.recurrent_staleness = lambda n_windows=None: calls.append(model.num_timesteps) or measure(n_windows)  # type: ignore[method-assign]
+    model.staleness_interval = 500
+    # Short episodes and log_interval=1: the logs are written every few steps, the measure at most every 500
+    model.learn(2000, log_interval=1, reset_num_timesteps=False)
+    assert 1 <= len(calls) <= 2000 // 500 + 1
+    assert all(b - a >= 500 for a, b in itertools.pairwise(calls))
