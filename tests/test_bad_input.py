@@ -281,7 +281,11 @@ BAD_CALLS = {
     "load_replay_buffer: corrupted file": (lambda m, p: m.load_replay_buffer(p / "corrupted_good.pkl"), "Could not read"),
     "load_replay_buffer: not a pickle": (lambda m, p: m.load_replay_buffer(p / "garbage.bin"), "Could not read"),
     "load_replay_buffer: a model zip": (lambda m, p: m.load_replay_buffer(p / "good.zip"), "Could not read"),
-    "load_replay_buffer: DQN's buffer": (lambda m, p: m.load_replay_buffer(p / "dqn.pkl"), "not a RecurrentReplayBuffer"),
+    "load_replay_buffer: a pickle file": (lambda m, p: m.load_replay_buffer(p / "dqn.pkl"), "pickle file.*allow_pickle"),
+    "load_replay_buffer: DQN's buffer": (
+        lambda m, p: m.load_replay_buffer(p / "dqn.pkl", allow_pickle=True),
+        "not a RecurrentReplayBuffer",
+    ),
     "load_replay_buffer: other state shape": (
         lambda m, p: m.load_replay_buffer(p / "other_state_shape.pkl"),
         "recurrent_state_shape",

@@ -56,10 +56,21 @@ def test_loss_and_gradients_match_the_reference(case):
         np.testing.assert_allclose(got[key], expected[key], rtol=1e-6, atol=1e-7, err_msg=f"{case}: {key}")
 
 
-def test_old_replay_buffer_file_gives_the_same_windows():
+# The same buffer in the format without pickle (written by tests/test_buffer_file.py's maker from the file above)
+BUFFER_FILE_FORMAT_1 = FIXTURES / "replay_buffer_format1.bin"
+
+
+@pytest.mark.parametrize("path", [BUFFER_FILE, BUFFER_FILE_FORMAT_1], ids=["pickle_v0_1_0", "format1"])
+def test_old_replay_buffer_file_gives_the_same_windows(path):
     expected = dict(np.load(BUFFER_BATCHES))
     model = buffer_model()
-    model.load_replay_buffer(BUFFER_FILE)
+    if path == BUFFER_FILE:
+        # 0.1.0's pickle file: refused unless the user opts in
+        with pytest.raises(ValueError, match="pickle file"):
+            model.load_replay_buffer(path)
+        model.load_replay_buffer(path, allow_pickle=True)
+    else:
+        model.load_replay_buffer(path)
     for seed in SAMPLE_SEEDS:
         np.random.seed(seed)
         got = batch_arrays(model.replay_buffer.sample(8), f"seed{seed}")

@@ -395,6 +395,25 @@ class RecurrentReplayBuffer(ReplayBuffer):
         self.final_observation_slots[row, done_envs] = slots
         _write_obs(self.final_observations, slots, _map_obs(lambda array: array[done_envs], self._reshape_obs(next_obs)))
 
+    def live_final_observation_slots(self) -> np.ndarray:
+        """The slots of the final observations that stored rows still refer to, oldest first."""
+        finals = self.final_observations
+        capacity = len(next(iter(finals.values())) if isinstance(finals, dict) else finals)
+        return (self._next_final_slot - self._n_final_observations + np.arange(self._n_final_observations)) % capacity
+
+    def load_final_observations(self, final_observations: ObsArray) -> None:
+        """
+        Replace the final-observation store with the live final observations given oldest first (as a buffer file
+        holds them, ``final_observation_slots`` numbered from 0 in the same order).
+
+        :param final_observations: ``(n_live, *obs_shape)`` (or a dict of them)
+        """
+        n_live = len(next(iter(final_observations.values())) if isinstance(final_observations, dict) else final_observations)
+        capacity = max(n_live, min(self.buffer_size, 4) * self.n_envs)
+        self.final_observations = self._allocate_obs((capacity,))
+        _write_obs(self.final_observations, slice(0, n_live), final_observations)
+        self._n_final_observations, self._next_final_slot = n_live, n_live % capacity
+
     # ----------------------------------------------------------------------------------------------
     # Sampling
 

@@ -15,7 +15,11 @@ from stable_baselines3.common.utils import LinearSchedule, get_parameters_by_nam
 from torch.nn import functional as F
 
 from sb3_drqn.common.buffers import PrioritizedRecurrentReplayBuffer, RecurrentReplayBuffer
-from sb3_drqn.common.save_util import RandomStateSavingAlgorithm, load_recurrent_replay_buffer
+from sb3_drqn.common.save_util import (
+    RandomStateSavingAlgorithm,
+    load_recurrent_replay_buffer,
+    save_recurrent_replay_buffer,
+)
 from sb3_drqn.common.type_aliases import NumpyRecurrentState, RecurrentReplayBufferSamples, RecurrentState
 from sb3_drqn.common.utils import (
     inverse_value_rescale,
@@ -581,21 +585,35 @@ class RecurrentDQN(RandomStateSavingAlgorithm, OffPolicyAlgorithm):
             progress_bar=progress_bar,
         )
 
+    def save_replay_buffer(self, path: str | pathlib.Path | io.BufferedIOBase) -> None:
+        """
+        Save the replay buffer without pickle (:func:`~sb3_drqn.common.save_util.save_recurrent_replay_buffer`):
+        only the rows written so far, checksummed; written to a temporary file, then renamed over ``path``.
+
+        :param path: Where to save it (any name, e.g. the zoo's ``replay_buffer.pkl``), or a writable file object
+        """
+        assert self.replay_buffer is not None, "The replay buffer is not defined"
+        save_recurrent_replay_buffer(self.replay_buffer, path)
+
     def load_replay_buffer(
         self,
         path: str | pathlib.Path | io.BufferedIOBase,
         truncate_last_traj: bool = True,
+        allow_pickle: bool = False,
     ) -> None:
         """
         Load a replay buffer saved by :meth:`save_replay_buffer`. The file is checked before anything changes:
         a file that cannot be read, or a buffer that does not fit this model, raises a ValueError and the
         current buffer stays in place.
 
-        :param path: Path to the pickled replay buffer.
+        :param path: The file (recognised by its content, whatever its name), or a readable file object
         :param truncate_last_traj: Unused (only meaningful for ``HerReplayBuffer``); the env is reset when
             training starts again after loading a model, and the buffer keeps the last episode's steps apart.
+        :param allow_pickle: Also read pickle files (sb3-drqn 0.1.0's format): unpickling runs any code the file
+            carries, so only for files you trust (the environment variable ``SB3_DRQN_ALLOW_PICKLE_BUFFER=1`` does
+            the same, e.g. for the zoo's ``-i``)
         """
-        buffer = load_recurrent_replay_buffer(path, self.verbose)
+        buffer = load_recurrent_replay_buffer(path, self.verbose, allow_pickle=allow_pickle, device=self.device)
         problems = buffer.mismatches(self._replay_buffer_settings())
         if isinstance(buffer, PrioritizedRecurrentReplayBuffer) != self.prioritized_replay:
             problems.append(f"it is a {type(buffer).__name__} but the model has prioritized_replay={self.prioritized_replay}")
