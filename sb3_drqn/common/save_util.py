@@ -19,7 +19,7 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.save_util import load_from_pkl
 from stable_baselines3.common.type_aliases import GymEnv
 
-from sb3_drqn.common.buffers import RecurrentReplayBuffer
+from sb3_drqn.common.buffers import PrioritizedRecurrentReplayBuffer, RecurrentReplayBuffer
 from sb3_drqn.common.sum_tree import SumTree
 
 SelfRandomStateSavingAlgorithm = TypeVar("SelfRandomStateSavingAlgorithm", bound="RandomStateSavingAlgorithm")
@@ -64,6 +64,7 @@ def set_rng_state(rng_state: dict[str, Any], action_space: spaces.Space) -> None
 BUFFER_FORMAT = "sb3-drqn-replay-buffer"
 BUFFER_FORMAT_VERSION = 1
 BUFFER_METADATA = "sb3_drqn_replay_buffer.json"
+_READ_CHUNK = 16 * 2**20
 # Opting in to unpickling buffer files of sb3-drqn 0.1.0 (or any pickle) for zoo users, who cannot pass arguments
 ALLOW_PICKLE_ENV = "SB3_DRQN_ALLOW_PICKLE_BUFFER"
 # Arrays with one row per buffer row (the others are saved whole)
@@ -208,8 +209,14 @@ def _read_member(archive: zipfile.ZipFile, name: str, expected: dict[str, Any], 
             out = np.empty(shape, dtype=dtype)
         if out.shape != shape or out.dtype != dtype or not out.flags.c_contiguous:
             raise ValueError(f"member {name!r}: {shape} / {dtype.str} in the file, {out.shape} / {out.dtype.str} expected")
-        view = out.reshape(-1).view(np.uint8).data
-        if member.readinto(view) != out.nbytes or member.read(1):  # type: ignore[attr-defined]
+        view, offset = out.reshape(-1).view(np.uint8).data, 0
+        while offset < out.nbytes:  # in chunks: ZipExtFile.readinto would read the whole member into a copy first
+            chunk = member.read(min(_READ_CHUNK, out.nbytes - offset))
+            if not chunk:
+                break
+            view[offset : offset + len(chunk)] = chunk
+            offset += len(chunk)
+        if offset != out.nbytes or member.read(1):
             raise ValueError(f"member {name!r} is truncated or longer than its metadata says")
     if hashlib.sha256(view).hexdigest() != expected["sha256"]:
         raise ValueError(f"member {name!r}: its SHA-256 does not match the metadata (the file is damaged)")
@@ -217,8 +224,6 @@ def _read_member(archive: zipfile.ZipFile, name: str, expected: dict[str, Any], 
 
 
 def _read_buffer(archive: zipfile.ZipFile, metadata: dict[str, Any], device: th.device | str) -> RecurrentReplayBuffer:
-    from sb3_drqn.common.buffers import PrioritizedRecurrentReplayBuffer
-
     if metadata.get("format") != BUFFER_FORMAT:
         raise ValueError("its metadata does not describe an sb3-drqn replay buffer")
     if metadata.get("version") != BUFFER_FORMAT_VERSION:
@@ -388,3 +393,54 @@ class RandomStateSavingAlgorithm(BaseAlgorithm):
         if rng_state is not None and kwargs.get("seed") is None:
             set_rng_state(rng_state, model.action_space)
         return model
+
+
+class ReplayBufferFileAlgorithm(BaseAlgorithm):
+    """
+    An SB3 off-policy algorithm whose replay buffer (a :class:`~sb3_drqn.common.buffers.RecurrentReplayBuffer`) is
+    saved in sb3-drqn's format without pickle, and loaded only if it fits the model: the subclass says what the
+    buffer's settings must be (``_replay_buffer_settings``, the buffer's constructor arguments).
+    """
+
+    replay_buffer: RecurrentReplayBuffer | None
+
+    def _replay_buffer_settings(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def save_replay_buffer(self, path: str | pathlib.Path | io.BufferedIOBase) -> None:
+        """
+        Save the replay buffer without pickle (:func:`~sb3_drqn.common.save_util.save_recurrent_replay_buffer`):
+        only the rows written so far, checksummed; written to a temporary file, then renamed over ``path``.
+
+        :param path: Where to save it (any name, e.g. the zoo's ``replay_buffer.pkl``), or a writable file object
+        """
+        assert self.replay_buffer is not None, "The replay buffer is not defined"
+        save_recurrent_replay_buffer(self.replay_buffer, path)
+
+    def load_replay_buffer(
+        self,
+        path: str | pathlib.Path | io.BufferedIOBase,
+        truncate_last_traj: bool = True,
+        allow_pickle: bool = False,
+    ) -> None:
+        """
+        Load a replay buffer saved by :meth:`save_replay_buffer`. The file is checked before anything changes:
+        a file that cannot be read, or a buffer that does not fit this model, raises a ValueError and the
+        current buffer stays in place.
+
+        :param path: The file (recognised by its content, whatever its name), or a readable file object
+        :param truncate_last_traj: Unused (only meaningful for ``HerReplayBuffer``); the env is reset when
+            training starts again after loading a model, and the buffer keeps the last episode's steps apart.
+        :param allow_pickle: Also read pickle files (sb3-drqn 0.1.0's format): unpickling runs any code the file
+            carries, so only for files you trust (the environment variable ``SB3_DRQN_ALLOW_PICKLE_BUFFER=1`` does
+            the same, e.g. for the zoo's ``-i``)
+        """
+        buffer = load_recurrent_replay_buffer(path, self.verbose, allow_pickle=allow_pickle, device=self.device)
+        problems = buffer.mismatches(self._replay_buffer_settings())
+        prioritized = isinstance(self.replay_buffer, PrioritizedRecurrentReplayBuffer)
+        if isinstance(buffer, PrioritizedRecurrentReplayBuffer) != prioritized:
+            problems.append(f"it is a {type(buffer).__name__} but the model has prioritized_replay={prioritized}")
+        if problems:
+            raise ValueError(f"The replay buffer in {path!r} does not fit this model: " + "; ".join(problems) + ".")
+        buffer.device = self.device
+        self.replay_buffer = buffer

@@ -1,5 +1,3 @@
-import io
-import pathlib
 import warnings
 from typing import Any, ClassVar, TypeVar
 
@@ -15,11 +13,7 @@ from stable_baselines3.common.utils import LinearSchedule, get_parameters_by_nam
 from torch.nn import functional as F
 
 from sb3_drqn.common.buffers import PrioritizedRecurrentReplayBuffer, RecurrentReplayBuffer
-from sb3_drqn.common.save_util import (
-    RandomStateSavingAlgorithm,
-    load_recurrent_replay_buffer,
-    save_recurrent_replay_buffer,
-)
+from sb3_drqn.common.save_util import RandomStateSavingAlgorithm, ReplayBufferFileAlgorithm
 from sb3_drqn.common.type_aliases import NumpyRecurrentState, RecurrentReplayBufferSamples, RecurrentState
 from sb3_drqn.common.utils import (
     inverse_value_rescale,
@@ -57,7 +51,7 @@ class _BufferWithRecurrentState:
         self.buffer.add(*args, **kwargs)
 
 
-class RecurrentDQN(RandomStateSavingAlgorithm, OffPolicyAlgorithm):
+class RecurrentDQN(RandomStateSavingAlgorithm, ReplayBufferFileAlgorithm, OffPolicyAlgorithm):
     """
     Deep Recurrent Q-Network (DRQN) with R2D2-style sequence replay: stored recurrent state and burn-in.
 
@@ -383,14 +377,9 @@ class RecurrentDQN(RandomStateSavingAlgorithm, OffPolicyAlgorithm):
         n_envs: int = 1,
     ) -> tuple[np.ndarray, np.ndarray]:
         """
-        Epsilon-greedy actions per env. The recurrent state advances on every step, also during warm-up and
-        when a random action is taken; the state after the step is held until :meth:`_store_transition`
-        stores the step (with the state before it) and commits it.
-
-        :param learning_starts: Number of steps before learning for the warm-up phase (random actions).
-        :param action_noise: Unused (no action noise for DQN)
-        :param n_envs: Number of envs
-        :return: The actions to take, twice (actions to execute, actions to store)
+        Epsilon-greedy actions per env (SB3's arguments; no action noise). The recurrent state advances on every
+        step, also during warm-up and when a random action is taken; the state after the step is held until
+        :meth:`_store_transition` stores the step (with the state before it) and commits it.
         """
         assert self._last_obs is not None, "self._last_obs was not set"
         assert self._last_recurrent_state is not None
@@ -584,43 +573,6 @@ class RecurrentDQN(RandomStateSavingAlgorithm, OffPolicyAlgorithm):
             reset_num_timesteps=reset_num_timesteps,
             progress_bar=progress_bar,
         )
-
-    def save_replay_buffer(self, path: str | pathlib.Path | io.BufferedIOBase) -> None:
-        """
-        Save the replay buffer without pickle (:func:`~sb3_drqn.common.save_util.save_recurrent_replay_buffer`):
-        only the rows written so far, checksummed; written to a temporary file, then renamed over ``path``.
-
-        :param path: Where to save it (any name, e.g. the zoo's ``replay_buffer.pkl``), or a writable file object
-        """
-        assert self.replay_buffer is not None, "The replay buffer is not defined"
-        save_recurrent_replay_buffer(self.replay_buffer, path)
-
-    def load_replay_buffer(
-        self,
-        path: str | pathlib.Path | io.BufferedIOBase,
-        truncate_last_traj: bool = True,
-        allow_pickle: bool = False,
-    ) -> None:
-        """
-        Load a replay buffer saved by :meth:`save_replay_buffer`. The file is checked before anything changes:
-        a file that cannot be read, or a buffer that does not fit this model, raises a ValueError and the
-        current buffer stays in place.
-
-        :param path: The file (recognised by its content, whatever its name), or a readable file object
-        :param truncate_last_traj: Unused (only meaningful for ``HerReplayBuffer``); the env is reset when
-            training starts again after loading a model, and the buffer keeps the last episode's steps apart.
-        :param allow_pickle: Also read pickle files (sb3-drqn 0.1.0's format): unpickling runs any code the file
-            carries, so only for files you trust (the environment variable ``SB3_DRQN_ALLOW_PICKLE_BUFFER=1`` does
-            the same, e.g. for the zoo's ``-i``)
-        """
-        buffer = load_recurrent_replay_buffer(path, self.verbose, allow_pickle=allow_pickle, device=self.device)
-        problems = buffer.mismatches(self._replay_buffer_settings())
-        if isinstance(buffer, PrioritizedRecurrentReplayBuffer) != self.prioritized_replay:
-            problems.append(f"it is a {type(buffer).__name__} but the model has prioritized_replay={self.prioritized_replay}")
-        if problems:
-            raise ValueError(f"The replay buffer in {path!r} does not fit this model: " + "; ".join(problems) + ".")
-        buffer.device = self.device
-        self.replay_buffer = buffer
 
     def _replay_buffer_settings(self) -> dict[str, Any]:
         """The replay buffer's arguments that are the model's settings (``buffer_size``: the smallest that works)."""
