@@ -30,8 +30,14 @@ def test_cartpole_novel_benchmark_runs(tmp_path):
 @pytest.mark.slow
 def test_throughput_benchmark_memory_part_runs(tmp_path):
     out = tmp_path / "throughput.json"
-    run_benchmark("throughput.py", "--quick", "--transitions", "20000", "--skip", "speed", "scaling", "--out", str(out))
+    run_benchmark(
+        "throughput.py",
+        *("--quick", "--transitions", "20000", "--pong-transitions", "3000", "--skip", "speed", "scaling", "--out", str(out)),
+    )
     memory = json.loads(out.read_text())["memory"]
+    # Pong episodes: allocated (the arrays' nbytes) and resident bytes per transition both about one frame
+    assert memory["pong"]["episodes"] >= 1
+    assert memory["pong"]["allocated_bytes_per_transition"] < 1.15 * 7056
     # One frame per transition, plus a small fraction for the stored state
     assert memory["drqn_default"]["bytes_per_transition"] < 1.3 * 7056
     assert memory["dqn_stack4_optimized"]["bytes_per_transition"] > 3.5 * 7056
