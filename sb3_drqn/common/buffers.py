@@ -571,9 +571,7 @@ class RecurrentReplayBuffer(ReplayBuffer):
         :return: The windows, time-major
         """
         start_offsets = np.asarray(start_offsets, dtype=np.int64)
-        batch_size = len(start_offsets)
-        if env_indices is None:
-            env_indices = np.zeros(batch_size, dtype=np.int64)
+        env_indices = np.zeros(len(start_offsets), dtype=np.int64) if env_indices is None else env_indices
         n_stored, oldest = self._n_stored(), self._oldest_row()
         burn_in, seq_len = self.max_burn_in, self.sequence_length
 
@@ -583,7 +581,6 @@ class RecurrentReplayBuffer(ReplayBuffer):
         desired_lengths = np.minimum(np.minimum(self.burn_in, start_episode_steps), start_offsets)
         first_offsets, use_stored = self._burn_in_starts(start_offsets, start_episode_steps, start_offsets - desired_lengths)
         burn_in_lengths = start_offsets - first_offsets
-
         # Offsets of every position of the window, time-major: (burn_in + seq_len + 1, batch)
         steps = np.arange(burn_in + seq_len + 1)[:, None]
         burn_in_offsets = first_offsets + np.minimum(steps[:burn_in], np.maximum(burn_in_lengths - 1, 0))
@@ -594,9 +591,9 @@ class RecurrentReplayBuffer(ReplayBuffer):
 
         # Learning steps: in the window's episode, stored, and with a known successor
         step_rows, step_envs = rows[burn_in : burn_in + seq_len], envs[burn_in : burn_in + seq_len]
-        same_episode = self.episode_steps[step_rows, step_envs] == start_episode_steps + steps[:seq_len]
-        in_episode = (learning_offsets[:seq_len] < n_stored) & same_episode
-        mask = in_episode & self._has_successor(np.minimum(learning_offsets[:seq_len], n_stored - 1), step_envs)
+        in_episode = self.episode_steps[step_rows, step_envs] == start_episode_steps + steps[:seq_len]
+        successor = self._has_successor(np.minimum(learning_offsets[:seq_len], n_stored - 1), step_envs)
+        mask = (learning_offsets[:seq_len] < n_stored) & in_episode & successor
 
         observations = _map_obs(lambda array: array[rows, envs], self.observations)
         # After the last step of an episode comes its real final observation
