@@ -10,13 +10,15 @@ with its usual 4-frame stack:
    (C) Atari), against DQN's update on as many transitions as the windows have learning steps, and the floor: a
    bare ``nn.LSTM`` doing the same recurrent work;
 3. acting cost: ``learn()`` per env step, greedy, ``gradient_steps=0``, default ``log_interval`` (``ACTING``);
-4. scaling of the update time and peak memory with ``sequence_length``, ``burn_in`` and ``batch_size``.
+4. scaling of the update time and peak memory with ``sequence_length``, ``burn_in`` and ``batch_size``;
+5. a bare ``nn.LSTM`` on oneDNN's CPU kernels against PyTorch's native ones (``RNN_KERNEL_SHAPES``), which
+   decides ``native_cpu_rnn``.
 
 Times are medians over ``--repeats`` interleaved repetitions. Usage::
 
     python benchmarks/throughput.py                  # everything, prints tables, writes JSON/markdown/plot
     python benchmarks/throughput.py --quick          # fewer repetitions and a smaller scaling grid
-    python benchmarks/throughput.py --skip memory scaling   # update and acting cost only
+    python benchmarks/throughput.py --skip memory scaling kernels  # update and acting cost only
 """
 
 import argparse
@@ -484,6 +486,43 @@ def _scaling_point(config: dict[str, int], repeats: int, queue: Any) -> None:
     queue.put({**config, "update_seconds": seconds, "peak_extra_bytes": max(peak_rss_bytes() - baseline, 0)})
 
 
+# (time steps, batch, hidden units): one acting step, and training-size windows of (A), (B), (C) and the suites
+RNN_KERNEL_SHAPES = ((1, 1, 64), (1, 1, 512), (16, 4, 64), (24, 32, 64), (16, 4, 128), (20, 32, 512))
+
+
+def measure_rnn_kernels(repeats: int) -> list[dict[str, float]]:
+    """
+    Time a bare ``nn.LSTM`` on PyTorch's two CPU kernels, oneDNN's and the native ones (what ``native_cpu_rnn``
+    chooses between): forward alone (``no_grad``, as when acting) and forward and backward, repetitions interleaved.
+
+    :param repeats: Repetitions per timing (median reported)
+    :return: One record per shape of ``RNN_KERNEL_SHAPES``
+    """
+    records = []
+    for n_steps, batch, hidden in RNN_KERNEL_SHAPES:
+        lstm = th.nn.LSTM(64, hidden)
+        x = th.randn(n_steps, batch, 64)
+
+        def forward(lstm: th.nn.LSTM = lstm, x: th.Tensor = x) -> None:
+            with th.no_grad():
+                lstm(x)
+
+        def forward_backward(lstm: th.nn.LSTM = lstm, x: th.Tensor = x) -> None:
+            lstm(x)[0].sum().backward()
+
+        times: dict[str, list[float]] = {}
+        for _ in range(repeats):
+            for onednn in (True, False):
+                th._C._set_mkldnn_enabled(onednn)
+                name = "onednn" if onednn else "native"
+                times.setdefault(f"{name}_forward", []).append(time_call(forward, 50 if n_steps == 1 else 10))
+                times.setdefault(f"{name}_forward_backward", []).append(time_call(forward_backward, 10))
+        th._C._set_mkldnn_enabled(True)
+        medians = {key: float(np.median(values)) for key, values in times.items()}
+        records.append(dict(n_steps=n_steps, batch=batch, hidden=hidden, **medians))
+    return records
+
+
 def measure_scaling(quick: bool, repeats: int) -> list[dict[str, float]]:
     grid = [dict(sequence_length=n, burn_in=0, batch_size=32) for n in ((10, 40) if quick else (10, 20, 40, 80))]
     grid += [dict(sequence_length=10, burn_in=b, batch_size=32) for b in ((10,) if quick else (10, 40))]
@@ -501,7 +540,9 @@ def main() -> None:
     parser.add_argument("--transitions", type=int, default=50_000, help="transitions stored for the memory figure")
     parser.add_argument("--pong-transitions", type=int, default=20_000, help="Pong steps for the allocated-memory figure")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
-    parser.add_argument("--skip", nargs="*", default=[], choices=["memory", "speed", "scaling"], help="parts to skip")
+    parser.add_argument(
+        "--skip", nargs="*", default=[], choices=["memory", "speed", "scaling", "kernels"], help="parts to skip"
+    )
     parser.add_argument("--profile-acting", action="store_true", help="print where acting time goes (cProfile)")
     parser.add_argument("--out", type=Path, default=RESULTS / "throughput.json")
     parser.add_argument(
@@ -509,7 +550,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     if args.smoke:
-        args.skip = ["memory", "scaling"]
+        args.skip = ["memory", "scaling", "kernels"]
         args.out = args.out.with_name("throughput_smoke.json")
     th.set_num_threads(args.threads)
     repeats = args.repeats or (3 if args.quick else 7)
@@ -562,6 +603,19 @@ def main() -> None:
                 f"{point['update_seconds'] * 1e3:.1f} | {point['peak_extra_bytes'] / 2**20:.0f} |"
             )
         plot_scaling(scaling)
+
+    if "kernels" not in args.skip:
+        kernels = measure_rnn_kernels(1 if args.smoke else repeats)
+        results["rnn_kernels"] = kernels
+        print("\n## nn.LSTM on the CPU: oneDNN's kernels against PyTorch's native ones (median ms)\n")
+        print("| steps x batch x units | forward, oneDNN | forward, native | forward + backward, oneDNN | native |")
+        print("|---|---|---|---|---|")
+        for k in kernels:
+            print(
+                f"| {k['n_steps']} x {k['batch']} x {k['hidden']} | {k['onednn_forward'] * 1e3:.2f} | "
+                f"{k['native_forward'] * 1e3:.2f} | {k['onednn_forward_backward'] * 1e3:.2f} | "
+                f"{k['native_forward_backward'] * 1e3:.2f} |"
+            )
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2))

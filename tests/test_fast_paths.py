@@ -61,13 +61,25 @@ def test_acting_path_equals_predict():
     assert np.array_equal(actions, fast_actions)
     for a, b in zip(next_state, fast_state, strict=True):
         np.testing.assert_array_equal(a, b)
-    # The kernel called directly gives what nn.LSTM gives (on the same native kernels)
-    features = th.randn(5, 3, model.q_net.features_dim)
+    # The kernel called directly gives what nn.LSTM gives on the same kernels: oneDNN's over several steps, the
+    # native ones for one step
     zeros = model.q_net.initial_state(3)
-    with th.no_grad(), native_cpu_rnn(th.device("cpu")):
-        direct, (h, c) = model.q_net._run_rnn(features, zeros)
-        module, (h_module, c_module) = model.q_net.rnn(features, zeros)
-    assert th.equal(direct, module) and th.equal(h, h_module) and th.equal(c, c_module)
+    for n_steps in (5, 1):
+        features = th.randn(n_steps, 3, model.q_net.features_dim)
+        with th.no_grad():
+            direct, (h, c) = model.q_net._run_rnn(features, zeros)
+            with native_cpu_rnn(th.device("cpu"), n_steps):
+                module, (h_module, c_module) = model.q_net.rnn(features, zeros)
+        assert th.equal(direct, module) and th.equal(h, h_module) and th.equal(c, c_module)
+
+
+def test_only_one_step_calls_leave_onednn():
+    cpu = th.device("cpu")
+    with native_cpu_rnn(cpu, 1):
+        assert not th._C._get_mkldnn_enabled()
+    assert th._C._get_mkldnn_enabled()
+    with native_cpu_rnn(cpu, 2):
+        assert th._C._get_mkldnn_enabled()
 
 
 def test_staleness_cost_is_bounded_per_env_step():

@@ -11,7 +11,7 @@ from stable_baselines3.common.vec_env import VecNormalize
 
 from sb3_drqn.common.sum_tree import SumTree
 from sb3_drqn.common.type_aliases import NumpyRecurrentState, RecurrentReplayBufferSamples, RecurrentState
-from sb3_drqn.common.utils import check_argument, is_finite_number, is_integer
+from sb3_drqn.common.utils import check_argument, first_array, is_finite_number, is_integer
 
 ObsArray = np.ndarray | dict[str, np.ndarray]
 
@@ -371,15 +371,11 @@ class RecurrentReplayBuffer(ReplayBuffer):
         newest ``_n_final_observations`` slots before ``_next_final_slot``. When the ring is too small for them,
         it doubles (up to one slot per row), the live slots moved to its start in the same order.
         """
-        capacity = len(
-            next(iter(self.final_observations.values()))
-            if isinstance(self.final_observations, dict)
-            else self.final_observations
-        )
+        capacity = len(first_array(self.final_observations))
         needed = self._n_final_observations + len(done_envs)
         if needed > capacity:
-            first_live = (self._next_final_slot - self._n_final_observations) % capacity
-            live_slots = (first_live + np.arange(self._n_final_observations)) % capacity
+            first_live = self.first_live_final_slot()
+            live_slots = self.live_final_observation_slots()
             new_capacity = min(max(2 * capacity, needed), self.buffer_size * self.n_envs)
             grown = self._allocate_obs((new_capacity,))
             _write_obs(grown, slice(0, len(live_slots)), _map_obs(lambda array: array[live_slots], self.final_observations))
@@ -395,11 +391,14 @@ class RecurrentReplayBuffer(ReplayBuffer):
         self.final_observation_slots[row, done_envs] = slots
         _write_obs(self.final_observations, slots, _map_obs(lambda array: array[done_envs], self._reshape_obs(next_obs)))
 
+    def first_live_final_slot(self) -> int:
+        """The ring slot of the oldest final observation that a stored row still refers to."""
+        return (self._next_final_slot - self._n_final_observations) % len(first_array(self.final_observations))
+
     def live_final_observation_slots(self) -> np.ndarray:
         """The slots of the final observations that stored rows still refer to, oldest first."""
-        finals = self.final_observations
-        capacity = len(next(iter(finals.values())) if isinstance(finals, dict) else finals)
-        return (self._next_final_slot - self._n_final_observations + np.arange(self._n_final_observations)) % capacity
+        capacity = len(first_array(self.final_observations))
+        return (self.first_live_final_slot() + np.arange(self._n_final_observations)) % capacity
 
     def load_final_observations(self, final_observations: ObsArray) -> None:
         """
@@ -408,7 +407,7 @@ class RecurrentReplayBuffer(ReplayBuffer):
 
         :param final_observations: ``(n_live, *obs_shape)`` (or a dict of them)
         """
-        n_live = len(next(iter(final_observations.values())) if isinstance(final_observations, dict) else final_observations)
+        n_live = len(first_array(final_observations))
         capacity = max(n_live, min(self.buffer_size, 4) * self.n_envs)
         self.final_observations = self._allocate_obs((capacity,))
         _write_obs(self.final_observations, slice(0, n_live), final_observations)

@@ -21,6 +21,7 @@ from stable_baselines3.common.type_aliases import GymEnv
 
 from sb3_drqn.common.buffers import PrioritizedRecurrentReplayBuffer, RecurrentReplayBuffer
 from sb3_drqn.common.sum_tree import SumTree
+from sb3_drqn.common.utils import first_array
 
 SelfRandomStateSavingAlgorithm = TypeVar("SelfRandomStateSavingAlgorithm", bound="RandomStateSavingAlgorithm")
 
@@ -132,9 +133,8 @@ def _buffer_members(buffer: RecurrentReplayBuffer) -> dict[str, np.ndarray]:
     for key, array in finals.items() if isinstance(finals, dict) else [("", finals)]:
         members[f"final_observations{'/' + key if key else ''}"] = array[live]
     # Slots renumbered as the live final observations are saved: in order, from 0
-    capacity = len(next(iter(finals.values())) if isinstance(finals, dict) else finals)
-    first_live = (buffer._next_final_slot - buffer._n_final_observations) % capacity
-    slots = (buffer.final_observation_slots[:n_rows].astype(np.int64) - first_live) % capacity
+    capacity = len(first_array(finals))
+    slots = (buffer.final_observation_slots[:n_rows].astype(np.int64) - buffer.first_live_final_slot()) % capacity
     members["final_observation_slots"] = slots.astype(buffer.final_observation_slots.dtype)
     if buffer.recurrent_states is not None:
         members["recurrent_states"] = buffer.recurrent_states[: -(-n_rows // buffer.state_stride)]

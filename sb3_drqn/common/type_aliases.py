@@ -4,6 +4,8 @@ import numpy as np
 import torch as th
 from stable_baselines3.common.type_aliases import TensorDict
 
+from sb3_drqn.common.utils import first_array
+
 # Recurrent state of a policy, one tensor per component: ``(h, c)`` for an LSTM, ``(h,)`` for a GRU,
 # each of shape ``(n_layers, batch, hidden_size)``.
 RecurrentState = tuple[th.Tensor, ...]
@@ -61,7 +63,7 @@ class RecurrentReplayBufferSamples(NamedTuple):
         if self.burn_in_steps is not None:
             return self.burn_in_steps
         observations = self.observations
-        n_rows = (next(iter(observations.values())) if isinstance(observations, dict) else observations).shape[0]
+        n_rows = first_array(observations).shape[0]
         return n_rows - self.actions.shape[0] - 1
 
     def burn_in_observations(self) -> th.Tensor | TensorDict:

@@ -4,6 +4,12 @@ import numpy as np
 import torch as th
 
 
+def first_array(obs: Any) -> Any:
+    """:return: ``obs`` itself, or the first entry of a dict of observation arrays (or tensors): the one to read
+    the leading (row, time or env) dimensions from"""
+    return next(iter(obs.values())) if isinstance(obs, dict) else obs
+
+
 def value_rescale(x: th.Tensor, eps: float = 1e-3) -> th.Tensor:
     """
     R2D2's value-function rescaling ``h(x) = sign(x) (sqrt(|x| + 1) - 1) + eps x`` (Pohlen et al. 2018), which

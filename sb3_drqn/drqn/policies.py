@@ -18,6 +18,7 @@ from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from torch import nn
 
 from sb3_drqn.common.type_aliases import NumpyRecurrentState, RecurrentReplayBufferSamples, RecurrentState
+from sb3_drqn.common.utils import first_array
 
 RNN_TYPES = {"lstm": nn.LSTM, "gru": nn.GRU}
 # Observation spaces SB3's preprocessing handles (and Dicts of them, with MultiInputLstmPolicy)
@@ -90,16 +91,18 @@ class DuelingHead(nn.Module):
 
 
 @contextmanager
-def native_cpu_rnn(device: th.device) -> Iterator[None]:
+def native_cpu_rnn(device: th.device, n_steps: int) -> Iterator[None]:
     """
-    Run ``nn.LSTM`` / ``nn.GRU`` on PyTorch's native CPU kernels rather than oneDNN's: with torch 2.13, one LSTM
-    step of 512 units for one env takes about 8.5 ms through oneDNN and 0.4 ms natively (acting does one step per
-    env step), and a training-size forward and backward (11 steps x 32 sequences) is faster natively too.
-    Other layers (the CNN) keep oneDNN.
+    Run a one-step ``nn.LSTM`` / ``nn.GRU`` call on PyTorch's native CPU kernels rather than oneDNN's: with torch
+    2.13, one LSTM step of 512 units for one env takes about 8 ms through oneDNN (it reorders the weights on every
+    call) and 0.8 ms natively, and acting does one step per env step. Calls over several steps keep oneDNN, which
+    is 1.5-5x faster there (e.g. forward and backward of 16 steps x 4 sequences x 64 units: 1.3 against 5.3 ms;
+    16 x 32 x 512: 68 against 94 ms). Other layers (the CNN) keep oneDNN.
 
     :param device: The device the recurrent layer runs on: nothing changes off the CPU
+    :param n_steps: Number of time steps of the call: only one-step calls change
     """
-    if device.type != "cpu" or not th._C._get_mkldnn_enabled():
+    if n_steps != 1 or device.type != "cpu" or not th._C._get_mkldnn_enabled():
         yield
         return
     # th.backends.mkldnn.flags() does the same with more work (it is entered on every acting step)
@@ -189,7 +192,8 @@ class RecurrentQNetwork(BasePolicy):
         return tuple(zeros.clone() for _ in range(self.n_state_components))
 
     def _run_rnn(self, features: th.Tensor | nn.utils.rnn.PackedSequence, state: RecurrentState) -> tuple[Any, RecurrentState]:
-        with native_cpu_rnn(state[0].device):
+        n_steps = features.shape[0] if isinstance(features, th.Tensor) else len(features.batch_sizes)
+        with native_cpu_rnn(state[0].device, n_steps):
             if isinstance(features, th.Tensor):
                 # The recurrent layer's own kernel, without nn.LSTM.forward's per-call checks of its arguments and
                 # weights (about half the time of a one-step call); packed sequences go through the module
@@ -214,7 +218,7 @@ class RecurrentQNetwork(BasePolicy):
         :return: Features ``(time, batch, features_dim)``
         """
         if isinstance(obs, dict):
-            leading = next(iter(obs.values())).shape[:2]
+            leading = first_array(obs).shape[:2]
             flat_obs: PyTorchObs = {key: value.flatten(0, 1) for key, value in obs.items()}
         else:
             leading = obs.shape[:2]
@@ -259,7 +263,7 @@ class RecurrentQNetwork(BasePolicy):
         :param lengths: ``(batch,)`` number of burn-in steps of each sequence (may be 0), on the CPU
         :return: ``(max_burn_in, batch, features_dim)``
         """
-        n_steps = next(iter(obs.values())).shape[0] if isinstance(obs, dict) else obs.shape[0]
+        n_steps = first_array(obs).shape[0]
         valid = (th.arange(n_steps)[:, None] < lengths[None, :]).to(self.device)
         if bool(valid.all()):
             return self.extract_sequence_features(obs)
@@ -279,7 +283,7 @@ class RecurrentQNetwork(BasePolicy):
         :param lengths: ``(batch,)`` number of burn-in steps of each sequence (may be 0), on the CPU
         :return: The state after each sequence's burn-in
         """
-        n_steps = next(iter(obs.values())).shape[0] if isinstance(obs, dict) else obs.shape[0]
+        n_steps = first_array(obs).shape[0]
         if n_steps == 0 or not bool((lengths > 0).any()):
             return state
         return self.burn_in(self.burn_in_features(obs, lengths), state, lengths)
@@ -374,7 +378,7 @@ class RecurrentQNetwork(BasePolicy):
         Greedy actions from the zero state, as if each observation started an episode. Use
         :meth:`RecurrentDQNPolicy.predict` with a state to act with memory.
         """
-        n_envs = next(iter(observation.values())).shape[0] if isinstance(observation, dict) else observation.shape[0]
+        n_envs = first_array(observation).shape[0]
         starts = th.ones(n_envs, device=self.device)
         q_values, _ = self(observation, self.initial_state(n_envs), starts)
         return q_values.argmax(dim=-1).reshape(-1)
@@ -542,7 +546,7 @@ class RecurrentDQNPolicy(BasePolicy):
         :return: The actions and the next recurrent state
         """
         obs_tensor, vectorized_env = self._obs_batch(observation)
-        n_envs = next(iter(obs_tensor.values())).shape[0] if isinstance(obs_tensor, dict) else obs_tensor.shape[0]
+        n_envs = first_array(obs_tensor).shape[0]
         state_tensor = self._check_state(state, n_envs)
         if episode_start is not None:
             starts = np.asarray(episode_start, dtype=bool).reshape(-1)
