@@ -94,10 +94,10 @@ class DuelingHead(nn.Module):
 def native_cpu_rnn(device: th.device, n_steps: int) -> Iterator[None]:
     """
     Run a one-step ``nn.LSTM`` / ``nn.GRU`` call on PyTorch's native CPU kernels rather than oneDNN's: with torch
-    2.13, one LSTM step of 512 units for one env takes about 8 ms through oneDNN (it reorders the weights on every
-    call) and 0.8 ms natively, and acting does one step per env step. Calls over several steps keep oneDNN, which
-    is 1.5-5x faster there (e.g. forward and backward of 16 steps x 4 sequences x 64 units: 1.3 against 5.3 ms;
-    16 x 32 x 512: 68 against 94 ms). Other layers (the CNN) keep oneDNN.
+    2.13, one LSTM step of 512 units for one env is about 4x faster natively (oneDNN reorders the weights on every
+    call), and acting does one step per env step. Calls over several steps keep oneDNN, which is 1.4-3.3x faster
+    there (forward and backward of 16 steps x 4 sequences x 64 units: 3.7 against 12.5 ms on a busy machine).
+    Measured by ``benchmarks/throughput.py`` (its kernel part). Other layers (the CNN) keep oneDNN.
 
     :param device: The device the recurrent layer runs on: nothing changes off the CPU
     :param n_steps: Number of time steps of the call: only one-step calls change
