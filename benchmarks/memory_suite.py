@@ -105,8 +105,26 @@ SPLIT_REASON = (
     "CartPoleNoVel, PositionOnlyCartPole)."
 )
 AGENTS = ("drqn", "dqn", "dqn_stack4", "ppo_lstm")
-# Candidate settings for drqn: overrides of drqn.yml's default entry (at most 8; "default" is the entry itself)
-CANDIDATES: dict[str, dict[str, Any]] = {"default": {}}
+# Candidate settings for drqn (at most 8, fixed before screening): a base and seven one-factor changes of it, one
+# per question of the tuning guide (window against memory span, burn-in, stored against zero state, n-step,
+# priorities, learning rate, replay ratio). Each is applied over drqn.yml's default entry; "default" is that entry.
+BASE_CANDIDATE: dict[str, Any] = dict(
+    learning_rate=5e-4, batch_size=32, buffer_size=100_000, learning_starts=1000, gamma=0.99, n_steps=5,
+    target_update_interval=1000, train_freq=4, gradient_steps=1, exploration_fraction=0.1,
+    exploration_final_eps=0.01, sequence_length=16, burn_in=8, recurrent_init="stored",
+    policy_kwargs="dict(lstm_hidden_size=64, net_arch=[64])",
+)  # fmt: skip
+CANDIDATES: dict[str, dict[str, Any]] = {
+    "default": {},
+    "base": BASE_CANDIDATE,
+    "window32": {**BASE_CANDIDATE, "sequence_length": 32},
+    "no_burn_in": {**BASE_CANDIDATE, "burn_in": 0},
+    "zero_state": {**BASE_CANDIDATE, "recurrent_init": "zero"},
+    "one_step": {**BASE_CANDIDATE, "n_steps": 1},
+    "prioritized": {**BASE_CANDIDATE, "prioritized_replay": True},
+    "lr1e-3": {**BASE_CANDIDATE, "learning_rate": 1e-3},
+    "replay_ratio_half": {**BASE_CANDIDATE, "train_freq": 8},
+}
 
 
 def popgym_env(env_id: str) -> gym.Env:
