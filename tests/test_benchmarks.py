@@ -32,7 +32,8 @@ def test_throughput_benchmark_memory_part_runs(tmp_path):
     out = tmp_path / "throughput.json"
     run_benchmark(
         "throughput.py",
-        *("--quick", "--transitions", "20000", "--pong-transitions", "3000", "--skip", "speed", "scaling", "kernels", "--out", str(out)),
+        *("--quick", "--transitions", "20000", "--pong-transitions", "3000", "--out", str(out)),
+        *("--skip", "speed", "scaling", "kernels"),
     )
     memory = json.loads(out.read_text())["memory"]
     # Pong episodes: allocated (the arrays' nbytes) and resident bytes per transition both about one frame

@@ -54,3 +54,83 @@ class CueMemoryEnv(gym.Env[np.ndarray, np.integer]):
             return self._observation(), 1.0 if success else -1.0, True, False, {"is_success": success}
         self._step += 1
         return self._observation(), 0.0, False, False, {}
+
+
+# MinAtar's games (their names in minatar, and in the MinAtar/<Game>-v1 ids) and the channels that carry motion,
+# removed by the MinAtar/<Game>-NoMotion-v1 variants
+MINATAR_GAMES = {
+    "Asterix": "asterix",
+    "Breakout": "breakout",
+    "Freeway": "freeway",
+    "Seaquest": "seaquest",
+    "SpaceInvaders": "space_invaders",
+}
+MINATAR_MOTION_CHANNELS = {
+    "Asterix": ("trail",),
+    "Breakout": ("trail",),
+    "Freeway": ("speed1", "speed2", "speed3", "speed4", "speed5"),
+    "Seaquest": ("trail",),
+    "SpaceInvaders": ("alien_left", "alien_right"),
+}
+
+
+def make_minatar(game: str, drop_channels: tuple[str, ...] = (), flicker_prob: float = 0.0, **kwargs: Any) -> gym.Env:
+    """
+    A MinAtar game (minimal action set, MinAtar's sticky actions) as channels-first uint8 frames
+    (:class:`~sb3_drqn.common.wrappers.MinAtarFrame`), optionally without some channels and flickering
+    (:class:`~sb3_drqn.common.wrappers.FlickeringWrapper`). The entry point of the ``MinAtar/<Game>-NoMotion-v1``
+    and ``MinAtar/<Game>-Flicker-v1`` ids. Needs ``minatar`` (GPL-3.0): ``pip install "sb3-drqn[minatar]"``.
+
+    :param game: MinAtar's name of the game (``"breakout"``, ...)
+    :param drop_channels: Channels to remove
+    :param flicker_prob: Probability of blanking each frame (0: none)
+    :param kwargs: Passed to ``minatar.gym.BaseEnv`` (e.g. ``sticky_action_prob``, ``render_mode``)
+    :return: The env
+    """
+    from sb3_drqn.common.wrappers import FlickeringWrapper, MinAtarFrame
+
+    try:
+        from minatar.gym import BaseEnv
+    except ImportError as error:
+        raise ImportError('MinAtar is not installed: pip install "sb3-drqn[minatar]" (or pip install minatar)') from error
+    env: gym.Env = MinAtarFrame(BaseEnv(game, use_minimal_action_set=True, **kwargs), drop_channels)
+    return FlickeringWrapper(env, flicker_prob) if flicker_prob > 0 else env
+
+
+def register_minatar_envs() -> list[str]:
+    """
+    Register MinAtar's ids and their partially observable variants (idempotent; nothing if ``minatar`` is not
+    installed; ``minatar`` itself is not imported, only looked up):
+
+    - ``MinAtar/<Game>-v1``: MinAtar's own env, as ``minatar.gym.register_envs()`` registers it (boolean
+      ``(10, 10, channels)`` states; ``drqn.yml`` converts them with ``MinAtarFrame``);
+    - ``MinAtar/<Game>-NoMotion-v1``: frames without the channels that carry motion (``MINATAR_MOTION_CHANNELS``),
+      so that one frame does not tell where things move;
+    - ``MinAtar/<Game>-Flicker-v1``: every frame blanked with probability 0.5 (the DRQN paper's protocol).
+
+    The variants make channels-first uint8 frames themselves (:func:`make_minatar`).
+
+    :return: The ids registered by this call or before it
+    """
+    import importlib.util
+
+    if importlib.util.find_spec("minatar") is None:
+        return []
+    env_ids = []
+    for name, game in MINATAR_GAMES.items():
+        entries: dict[str, tuple[str, dict[str, Any]]] = {
+            f"MinAtar/{name}-v1": ("minatar.gym:BaseEnv", dict(game=game, use_minimal_action_set=True)),
+            f"MinAtar/{name}-NoMotion-v1": (
+                "sb3_drqn.common.envs:make_minatar",
+                dict(game=game, drop_channels=MINATAR_MOTION_CHANNELS[name]),
+            ),
+            f"MinAtar/{name}-Flicker-v1": ("sb3_drqn.common.envs:make_minatar", dict(game=game, flicker_prob=0.5)),
+        }
+        for env_id, (entry_point, kwargs) in entries.items():
+            if env_id not in gym.envs.registry:
+                gym.register(id=env_id, entry_point=entry_point, kwargs=kwargs)
+            env_ids.append(env_id)
+    return env_ids
+
+
+register_minatar_envs()

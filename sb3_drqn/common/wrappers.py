@@ -72,6 +72,37 @@ class FlickeringWrapper(gym.ObservationWrapper[np.ndarray, Any, np.ndarray]):
         return observation
 
 
+class MinAtarFrame(gym.ObservationWrapper[np.ndarray, Any, np.ndarray]):
+    """
+    MinAtar's boolean ``(10, 10, channels)`` states as channels-first ``uint8`` frames (0 or 255), which SB3
+    treats as images (``CnnLstmPolicy`` with :class:`~sb3_drqn.common.torch_layers.SmallFrameCNN`), optionally
+    without some of the channels: e.g. Breakout without ``trail``, the channel that shows where the ball came
+    from, so that a single frame no longer tells its direction.
+
+    :param env: A MinAtar env (``MinAtar/<Game>-v0`` or ``-v1``, from ``minatar.gym``)
+    :param drop_channels: Names of the channels to remove (MinAtar's own names, e.g. ``("trail",)``)
+    """
+
+    def __init__(self, env: gym.Env, drop_channels: tuple[str, ...] | list[str] = ()) -> None:
+        super().__init__(env)
+        game = getattr(env.unwrapped, "game", None)
+        channels: dict[str, int] | None = getattr(getattr(game, "env", None), "channels", None)
+        space = env.observation_space
+        if channels is None or not isinstance(space, spaces.Box) or len(space.shape) != 3:
+            raise ValueError(f"MinAtarFrame needs a MinAtar env (minatar.gym.BaseEnv), got {env.unwrapped}.")
+        unknown = sorted(set(drop_channels) - set(channels))
+        if unknown:
+            raise ValueError(f"Unknown MinAtar channels {unknown}: this game has {list(channels)}.")
+        self.kept_channels = np.array([index for name, index in channels.items() if name not in drop_channels])
+        if len(self.kept_channels) == 0:
+            raise ValueError("MinAtarFrame cannot drop every channel.")
+        height, width, _ = space.shape
+        self.observation_space = spaces.Box(0, 255, (len(self.kept_channels), height, width), dtype=np.uint8)
+
+    def observation(self, observation: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(np.moveaxis(observation[..., self.kept_channels], -1, 0), dtype=np.uint8) * 255
+
+
 class PreviousActionRewardWrapper(gym.Wrapper[dict[str, Any], int, Any, int]):
     """
     Adds the previous action and reward to the observation, as R2D2 feeds them to its LSTM. The observation

@@ -64,11 +64,13 @@ def _default_config_to_drqn_yml(experiment_manager_class: type) -> None:
 def register() -> None:
     """
     Register ``drqn`` with rl-zoo3 (idempotent): the algorithm, its Optuna sampler and converter, its default
-    hyper-parameter file, and the flickering Atari env ids. Call it before the zoo parses its arguments (its
+    hyper-parameter file, the flickering Atari env ids and the MinAtar ones
+    (:func:`~sb3_drqn.common.envs.register_minatar_envs`). Call it before the zoo parses its arguments (its
     ``--algo`` choices are read from ``ALGOS`` then).
     """
     from rl_zoo3 import exp_manager, hyperparams_opt, utils
 
+    from sb3_drqn.common.envs import register_minatar_envs
     from sb3_drqn.common.wrappers import register_flickering_atari_envs
     from sb3_drqn.drqn import RecurrentDQN
     from sb3_drqn.zoo.hyperparams_opt import convert_drqn_params, sample_drqn_params
@@ -78,6 +80,7 @@ def register() -> None:
     hyperparams_opt.HYPERPARAMS_CONVERTER[ALGO_NAME] = convert_drqn_params
     _default_config_to_drqn_yml(exp_manager.ExperimentManager)
     register_flickering_atari_envs()
+    register_minatar_envs()
 
 
 __all__ = ["ALGO_NAME", "hyperparams_path", "register"]

@@ -1,0 +1,105 @@
+"""
+README's quick start, run as written with seeds 0, 1 and 2 (issue 15: each must solve CartPole-v1, a mean of 20
+deterministic episodes >= 475, in at most 3 minutes on one CPU core).
+
+The snippet is the first ``python`` block of README.md. It is run unchanged in a fresh interpreter per seed, with
+one torch thread; the seed is the only thing added (``RecurrentDQN``'s ``seed`` default, set before the snippet
+runs, since the snippet itself passes none). Each run's wall time, from the snippet's first line to its last, and
+the mean and spread its ``evaluate_policy`` returns are written to ``results/quick_start.json`` as soon as the run
+ends; a finished seed is skipped when the script is started again.
+
+Usage::
+
+    python benchmarks/quick_start.py                 # seeds 0 1 2
+    python benchmarks/quick_start.py --smoke         # the snippet with 500 steps, one seed (checks it runs)
+"""
+
+import argparse
+import json
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results" / "quick_start.json"
+# What the snippet must reach (issue 15)
+SOLVED, TIME_LIMIT_S = 475.0, 180.0
+
+# Runs before the snippet: one thread, the seed as RecurrentDQN's default, and evaluate_policy's result kept
+PRELUDE = """
+import functools, json, time
+import torch
+torch.set_num_threads(1)
+import stable_baselines3.common.evaluation as evaluation
+import sb3_drqn
+_evaluate, _returned = evaluation.evaluate_policy, []
+def _recording(*args, **kwargs):
+    _returned.append(_evaluate(*args, **kwargs))
+    return _returned[-1]
+evaluation.evaluate_policy = _recording
+sb3_drqn.RecurrentDQN = functools.partial(sb3_drqn.RecurrentDQN, seed={seed})
+_start = time.perf_counter()
+"""
+EPILOGUE = """
+_wall = time.perf_counter() - _start
+print("QUICK_START_RESULT " + json.dumps(dict(wall_time=_wall, mean=float(_returned[-1][0]), std=float(_returned[-1][1]))))
+"""
+
+
+def readme_snippet() -> str:
+    """:return: The first ``python`` block of README.md"""
+    match = re.search(r"```python\n(.*?)```", (REPO / "README.md").read_text(), flags=re.S)
+    if match is None:
+        raise ValueError("README.md has no python block")
+    return match.group(1)
+
+
+def run_snippet(seed: int, total_timesteps: int | None = None) -> dict[str, float]:
+    """
+    Run README's snippet in a fresh interpreter.
+
+    :param seed: ``RecurrentDQN``'s seed
+    :param total_timesteps: Replace the snippet's ``total_timesteps`` (``None``: as written)
+    :return: Wall time (s) and ``evaluate_policy``'s mean and standard deviation
+    """
+    snippet = readme_snippet()
+    if total_timesteps is not None:
+        snippet, n = re.subn(r"total_timesteps=[\d_]+", f"total_timesteps={total_timesteps}", snippet)
+        assert n == 1, "the snippet must call learn(total_timesteps=...) once"
+    code = textwrap.dedent(PRELUDE.format(seed=seed)) + snippet + EPILOGUE
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    if result.returncode != 0:
+        raise RuntimeError(f"the quick start failed with seed {seed}:\n{result.stderr[-3000:]}")
+    line = next(line for line in result.stdout.splitlines() if line.startswith("QUICK_START_RESULT "))
+    return json.loads(line.split(" ", 1)[1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--smoke", action="store_true", help="500 steps, seed 0, nothing written")
+    args = parser.parse_args()
+    if args.smoke:
+        run = run_snippet(0, total_timesteps=500)
+        print(f"smoke: the snippet ran in {run['wall_time']:.1f} s, evaluate_policy gave {run['mean']:.1f}")
+        return
+    results = json.loads(args.out.read_text()) if args.out.exists() else {}
+    snippet = readme_snippet()
+    if results.get("snippet") != snippet:
+        results = {"snippet": snippet, "runs": {}}  # the snippet changed: earlier runs no longer count
+    for seed in args.seeds:
+        if str(seed) not in results["runs"]:
+            results["runs"][str(seed)] = run_snippet(seed)
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(json.dumps(results, indent=1) + "\n")
+        run = results["runs"][str(seed)]
+        solved = run["mean"] >= SOLVED and run["wall_time"] <= TIME_LIMIT_S
+        verdict = "solved" if solved else "NOT solved"
+        print(f"seed {seed}: {run['mean']:.1f} +- {run['std']:.1f} in {run['wall_time']:.0f} s ({verdict})")
+
+
+if __name__ == "__main__":
+    main()
