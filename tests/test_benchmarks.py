@@ -136,3 +136,18 @@ def test_memory_suite_benchmark_runs(tmp_path):
     assert len(list((tmp_path / "run_results").glob("*.json"))) == 4 and (tmp_path / "suite.png").stat().st_size > 0
     table = (tmp_path / "memory_suite.md").read_text()
     assert "| unseen | MineSweeper |" in table and "drqn >= dqn_stack4 on every task" in table
+
+
+@pytest.mark.slow
+def test_minatar_suite_runs(tmp_path):
+    pytest.importorskip("minatar")
+    args = ("--smoke", "--out-dir", str(tmp_path), "--variants", "Breakout-NoMotion")
+    run_benchmark("minatar_suite.py", "--screen", *args)
+    screen = json.loads((tmp_path / "screen" / "minatar_screen.json").read_text())
+    assert list(screen["summary"]) == ["Breakout-NoMotion"]
+    assert sorted(screen["summary"]["Breakout-NoMotion"]) == ["dqn", "dqn_stack4"]
+    run_benchmark("minatar_suite.py", *args)
+    result = json.loads((tmp_path / "minatar.json").read_text())
+    sources = {run["agent"]: run["settings"]["source"] for run in result["runs"]}
+    assert sources["drqn"] == "drqn.yml:MinAtar/Breakout-NoMotion-v1" and sources["ppo_lstm"].startswith("ppo_lstm.yml:atari")
+    assert result["runs"][0]["env_kwargs"] == {"max_episode_steps": 10_000}

@@ -1,0 +1,128 @@
+"""
+Learning from pixels where memory matters (issue 16): MinAtar's games with the motion channels removed or the
+frames flickering, RecurrentDQN on single frames against DQN with and without a 4-frame stack and RecurrentPPO.
+
+Two phases, each resumable (every finished run is written at once to ``<out-dir>/run_results/`` and skipped on a
+restart, so they can span several sittings; two single-thread runs at a time):
+
+1. ``--screen`` (before any RecurrentDQN run): DQN on one frame against DQN on a 4-frame stack, seeds 0 and 1,
+   150k steps, on every candidate variant (``VARIANTS``: ``MinAtar/<Game>-NoMotion-v1`` and
+   ``MinAtar/<Game>-Flicker-v1`` for the five games). A variant qualifies when the stack's mean final score beats
+   the single frame's by at least 20 % (and by more than 0.1 in absolute terms, so that two near-zero scores do not
+   qualify). Results under ``<out-dir>/screen/``; the qualifying variants are then written into ``CHOSEN``.
+2. The comparison, on ``CHOSEN`` (at least 3 games): ``drqn`` (the variant's ``drqn.yml`` entry: single frames,
+   MinAtar's CNN), ``dqn`` and ``dqn_stack4`` (SB3 DQN with the same settings, CNN and learning steps per update:
+   ``batch_size x sequence_length`` transitions, a dense layer as wide as the LSTM), ``ppo_lstm``
+   (sb3-contrib RecurrentPPO with the zoo's ``atari`` entry on single frames with MinAtar's CNN: one generic
+   setting), seeds 0-2, 300k steps (6 % of MinAtar's 5M-frame protocol).
+
+Every run: MinAtar's sticky actions (0.1) in training and evaluation, episodes capped at 10,000 steps, 20
+evaluation episodes every 25k steps (deterministic, as the suite's other benchmarks; MinAtar's stickiness keeps
+the episodes varied).
+
+(Named ``minatar_suite.py``: a script named ``minatar.py`` would shadow the ``minatar`` package.)
+
+Usage::
+
+    python benchmarks/minatar_suite.py --screen              # phase 1 (40 runs)
+    python benchmarks/minatar_suite.py                       # phase 2 on CHOSEN
+    python benchmarks/minatar_suite.py --screen --summary-only
+"""
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
+import harness
+import yaml
+
+from sb3_drqn.common.envs import MINATAR_GAMES, register_minatar_envs
+
+REPO = Path(__file__).resolve().parents[1]
+OUT_DIR = REPO / "benchmarks" / "results" / "minatar"
+VARIANTS = tuple(f"{game}-{kind}" for kind in ("NoMotion", "Flicker") for game in MINATAR_GAMES)
+# The variants the screen qualified (filled from its results before phase 2 runs)
+CHOSEN: tuple[str, ...] = ()
+AGENTS = ("drqn", "dqn", "dqn_stack4", "ppo_lstm")
+MAX_EPISODE_STEPS = 10_000
+QUALIFY_RATIO, QUALIFY_MARGIN = 1.2, 0.1
+SMALL_CNN = "__import__('sb3_drqn.common.torch_layers', fromlist=['_']).SmallFrameCNN"
+
+
+def agent_settings(agent: str, variant: str, overrides: dict[str, Any]) -> harness.Settings:
+    """:return: The settings of ``agent`` on ``variant`` (``overrides`` apply to drqn and the DQNs matched to it)"""
+    if agent == "ppo_lstm":
+        raw = yaml.safe_load(harness.hyperparams_file("ppo_lstm").read_text())["atari"]
+        raw = {key: value for key, value in raw.items() if key not in ("env_wrapper", "frame_stack")}
+        raw["policy_kwargs"] = f"dict(enable_critic_lstm=False, lstm_hidden_size=128, features_extractor_class={SMALL_CNN})"
+        return harness.convert("ppo_lstm", raw, "ppo_lstm.yml:atari, single frames, MinAtar's CNN")
+    drqn = harness.load_settings("drqn", f"MinAtar/{variant}-v1", overrides)
+    if agent == "drqn":
+        return drqn
+    dqn = harness.matched_dqn_settings(drqn, policy="CnnPolicy")
+    return harness.convert("dqn", {**dqn.raw, "frame_stack": 4}, dqn.source) if agent == "dqn_stack4" else dqn
+
+
+def qualifying(summary: dict[str, dict[str, Any]]) -> list[str]:
+    """:return: The screened variants where the 4-frame stack beats the single frame by the margins"""
+    chosen = []
+    for variant, agents in summary.items():
+        single, stack = agents["dqn"]["final_mean"], agents["dqn_stack4"]["final_mean"]
+        if stack >= QUALIFY_RATIO * single and stack - single > QUALIFY_MARGIN:
+            chosen.append(variant)
+    return chosen
+
+
+def screen_table(summary: dict[str, dict[str, Any]]) -> str:
+    lines = ["| variant | DQN, 1 frame | DQN, 4-frame stack | stack / single | qualifies |", "|---|---|---|---|---|"]
+    chosen = set(qualifying(summary))
+    for variant, agents in summary.items():
+        single, stack = agents["dqn"], agents["dqn_stack4"]
+        ratio = stack["final_mean"] / single["final_mean"] if single["final_mean"] > 0 else float("inf")
+        lines.append(
+            f"| {variant} | {single['final_mean']:.2f} ± {single['final_std']:.2f} | "
+            f"{stack['final_mean']:.2f} ± {stack['final_std']:.2f} | {ratio:.2f} | {'yes' if variant in chosen else 'no'} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = harness.make_parser(
+        __doc__, OUT_DIR, AGENTS, timesteps=300_000, seeds=[0, 1, 2], eval_freq=25_000, eval_episodes=20, n_procs=2
+    )
+    parser.add_argument("--screen", action="store_true", help="phase 1: DQN 1 frame vs 4 frames, seeds 0 1, 150k steps")
+    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=None, help="variants (default: all or CHOSEN)")
+    parser.add_argument("--summary-only", action="store_true", help="no run: summarise the finished ones")
+    given = sys.argv[1:] if argv is None else argv
+    if "--screen" in given:
+        parser.set_defaults(seeds=[0, 1], timesteps=150_000, algos=["dqn", "dqn_stack4"])
+    args = harness.parse_args(parser, argv)
+    register_minatar_envs()
+    variants = args.variants or (list(VARIANTS) if args.screen else list(CHOSEN))
+    if not variants:
+        parser.error("no variant chosen yet: run --screen first, then fill CHOSEN from its results (or pass --variants)")
+    out_dir = args.out_dir / "screen" if args.screen else args.out_dir
+    agents = sorted(args.algos, key=("drqn", "ppo_lstm", "dqn_stack4", "dqn").index)
+    if args.summary_only:
+        results = [json.loads(path.read_text()) for path in sorted((out_dir / harness.RUN_FILES).glob("*.json"))]
+    else:
+
+        def run(variant: str, agent: str, seed: int) -> harness.Run:
+            settings = agent_settings(agent, variant, args.hyperparams)
+            env_kwargs = dict(max_episode_steps=MAX_EPISODE_STEPS)
+            return harness.Run(variant, agent, seed, f"MinAtar/{variant}-v1", settings, args.timesteps, args.eval_freq,
+                               args.eval_episodes, env_kwargs=env_kwargs, device=args.device)  # fmt: skip
+
+        runs = [run(variant, agent, seed) for seed in args.seeds for variant in variants for agent in agents]
+        results = harness.run_all(runs, out_dir, args.n_procs)
+    summary = harness.summarize(results)
+    table = screen_table(summary) if args.screen else harness.results_table(summary)
+    harness.write_results(out_dir, "minatar_screen" if args.screen else "minatar", results, summary, table)
+    plot = out_dir / "minatar_screen.png" if args.screen else REPO / "docs" / "images" / "minatar.png"
+    harness.plot_curves(summary, plot, "MinAtar, partially observable variants", ylabel="evaluation return")
+
+
+if __name__ == "__main__":
+    main()
