@@ -8,22 +8,31 @@ runs, since the snippet itself passes none). Each run's wall time, from the snip
 the mean and spread its ``evaluate_policy`` returns are written to ``results/quick_start.json`` as soon as the run
 ends; a finished seed is skipped when the script is started again.
 
+``--settings JSON`` searches instead: it trains ``RecurrentDQN("MlpLstmPolicy", "CartPole-v1", **settings)`` for
+``--timesteps`` steps with each seed, evaluates it (20 deterministic episodes on a separate env) every 10k steps,
+and writes the curve and the training time (evaluations excluded) to ``results/quick_start_search/``, one file per
+settings, seed and budget, skipped when already there (so that seeds can run side by side).
+
 Usage::
 
     python benchmarks/quick_start.py                 # seeds 0 1 2
     python benchmarks/quick_start.py --smoke         # the snippet with 500 steps, one seed (checks it runs)
+    python benchmarks/quick_start.py --settings '{"learning_rate": 1e-3, "train_freq": 16}' --seeds 1 2
 """
 
 import argparse
+import hashlib
 import json
 import re
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results" / "quick_start.json"
+SEARCH_DIR = REPO / "benchmarks" / "results" / "quick_start_search"
 # What the snippet must reach (issue 15)
 SOLVED, TIME_LIMIT_S = 475.0, 180.0
 
@@ -76,12 +85,59 @@ def run_snippet(seed: int, total_timesteps: int | None = None) -> dict[str, floa
     return json.loads(line.split(" ", 1)[1])
 
 
+def search_run(seed: int, timesteps: int, settings: dict[str, Any], eval_freq: int = 10_000) -> dict[str, Any]:
+    """
+    Train on CartPole-v1 with ``settings`` and evaluate every ``eval_freq`` steps (20 deterministic episodes).
+
+    :return: The evaluation curve and the training time (evaluations excluded)
+    """
+    import time
+
+    import torch as th
+    from stable_baselines3.common.callbacks import BaseCallback
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.evaluation import evaluate_policy
+
+    from sb3_drqn import RecurrentDQN
+
+    th.set_num_threads(1)
+    eval_env = make_vec_env("CartPole-v1", n_envs=1, seed=seed + 10_000)
+    curve: list[float] = []
+    eval_time = [0.0]
+
+    class Evaluate(BaseCallback):
+        def _on_step(self) -> bool:
+            if self.num_timesteps % eval_freq == 0:
+                start = time.perf_counter()
+                curve.append(float(evaluate_policy(self.model, eval_env, n_eval_episodes=20)[0]))  # type: ignore[arg-type]
+                eval_time[0] += time.perf_counter() - start
+            return True
+
+    start = time.perf_counter()
+    model = RecurrentDQN("MlpLstmPolicy", "CartPole-v1", seed=seed, **settings)
+    model.learn(timesteps, callback=Evaluate())
+    train_time = time.perf_counter() - start - eval_time[0]
+    return dict(settings=settings, seed=seed, timesteps=timesteps, eval_freq=eval_freq, curve=curve, train_time=train_time)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--smoke", action="store_true", help="500 steps, seed 0, nothing written")
+    parser.add_argument("--settings", type=json.loads, default=None, help="search: RecurrentDQN's arguments (JSON)")
+    parser.add_argument("--timesteps", type=int, default=100_000, help="search: env steps per run")
     args = parser.parse_args()
+    if args.settings is not None:
+        digest = hashlib.sha1(json.dumps(args.settings, sort_keys=True).encode()).hexdigest()[:10]
+        for seed in args.seeds:
+            path = SEARCH_DIR / f"{digest}__seed{seed}__{args.timesteps}.json"
+            if not path.exists():
+                SEARCH_DIR.mkdir(parents=True, exist_ok=True)
+                path.write_text(json.dumps(search_run(seed, args.timesteps, args.settings), indent=1) + "\n")
+            run = json.loads(path.read_text())
+            print(f"seed {seed}: every 10k steps {[round(v) for v in run['curve']]}, training {run['train_time']:.0f} s")
+        return
     if args.smoke:
         run = run_snippet(0, total_timesteps=500)
         print(f"smoke: the snippet ran in {run['wall_time']:.1f} s, evaluate_policy gave {run['mean']:.1f}")
