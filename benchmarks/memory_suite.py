@@ -108,6 +108,7 @@ AGENTS = ("drqn", "dqn", "dqn_stack4", "ppo_lstm")
 # Candidate settings for drqn (at most 8, fixed before screening): a base and seven one-factor changes of it, one
 # per question of the tuning guide (window against memory span, burn-in, stored against zero state, n-step,
 # priorities, learning rate, replay ratio). Each is applied over drqn.yml's default entry; "default" is that entry.
+# Each sets every setting in which 0.1.0's defaults and today's differ, so it names the same agent under either.
 BASE_CANDIDATE: dict[str, Any] = dict(
     learning_rate=5e-4, batch_size=32, buffer_size=100_000, learning_starts=1000, gamma=0.99, n_steps=5,
     target_update_interval=1000, train_freq=4, gradient_steps=1, exploration_fraction=0.1,

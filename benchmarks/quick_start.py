@@ -5,8 +5,9 @@ deterministic episodes >= 475, in at most 3 minutes on one CPU core).
 The snippet is the first ``python`` block of README.md. It is run unchanged in a fresh interpreter per seed, with
 one torch thread; the seed is the only thing added (``RecurrentDQN``'s ``seed`` default, set before the snippet
 runs, since the snippet itself passes none). Each run's wall time, from the snippet's first line to its last, and
-the mean and spread its ``evaluate_policy`` returns are written to ``results/quick_start.json`` as soon as the run
-ends; a finished seed is skipped when the script is started again.
+the mean and spread its ``evaluate_policy`` returns are written to ``results/quick_start/seed<k>.json`` as soon as
+the run ends; a finished seed is skipped when the script is started again (unless the snippet changed since), so
+seeds can run side by side.
 
 ``--settings JSON`` searches instead: it trains ``RecurrentDQN("MlpLstmPolicy", "CartPole-v1", **settings)`` for
 ``--timesteps`` steps with each seed, evaluates it (20 deterministic episodes on a separate env) every 10k steps,
@@ -31,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "benchmarks" / "results" / "quick_start.json"
+RESULTS = REPO / "benchmarks" / "results" / "quick_start"
 SEARCH_DIR = REPO / "benchmarks" / "results" / "quick_start_search"
 # What the snippet must reach (issue 15)
 SOLVED, TIME_LIMIT_S = 475.0, 180.0
@@ -142,16 +143,14 @@ def main() -> None:
         run = run_snippet(0, total_timesteps=500)
         print(f"smoke: the snippet ran in {run['wall_time']:.1f} s, evaluate_policy gave {run['mean']:.1f}")
         return
-    results = json.loads(args.out.read_text()) if args.out.exists() else {}
     snippet = readme_snippet()
-    if results.get("snippet") != snippet:
-        results = {"snippet": snippet, "runs": {}}  # the snippet changed: earlier runs no longer count
+    args.out.mkdir(parents=True, exist_ok=True)
     for seed in args.seeds:
-        if str(seed) not in results["runs"]:
-            results["runs"][str(seed)] = run_snippet(seed)
-            args.out.parent.mkdir(parents=True, exist_ok=True)
-            args.out.write_text(json.dumps(results, indent=1) + "\n")
-        run = results["runs"][str(seed)]
+        path = args.out / f"seed{seed}.json"
+        run = json.loads(path.read_text()) if path.exists() else None
+        if run is None or run["snippet"] != snippet:  # a changed snippet makes earlier runs void
+            run = {"snippet": snippet, **run_snippet(seed)}
+            path.write_text(json.dumps(run, indent=1) + "\n")
         solved = run["mean"] >= SOLVED and run["wall_time"] <= TIME_LIMIT_S
         verdict = "solved" if solved else "NOT solved"
         print(f"seed {seed}: {run['mean']:.1f} +- {run['std']:.1f} in {run['wall_time']:.0f} s ({verdict})")

@@ -92,6 +92,7 @@ _EXTERNAL = {
         "gymnasium.spaces.space.Space",
         "gymnasium.spaces.dict.Dict",
         "gymnasium.spaces.discrete.Discrete",
+        "gymnasium.spaces.box.Box",
         # Stable-Baselines3 (and the short name its own docstrings use)
         "stable_baselines3.common.atari_wrappers.AtariWrapper",
         "stable_baselines3.common.base_class.BaseAlgorithm",

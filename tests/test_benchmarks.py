@@ -141,13 +141,39 @@ def test_memory_suite_benchmark_runs(tmp_path):
 @pytest.mark.slow
 def test_minatar_suite_runs(tmp_path):
     pytest.importorskip("minatar")
+    # The comparison phase end to end (the screen runs the same code with two of its agents)
     args = ("--smoke", "--out-dir", str(tmp_path), "--variants", "Breakout-NoMotion")
-    run_benchmark("minatar_suite.py", "--screen", *args)
-    screen = json.loads((tmp_path / "screen" / "minatar_screen.json").read_text())
-    assert list(screen["summary"]) == ["Breakout-NoMotion"]
-    assert sorted(screen["summary"]["Breakout-NoMotion"]) == ["dqn", "dqn_stack4"]
     run_benchmark("minatar_suite.py", *args)
     result = json.loads((tmp_path / "minatar.json").read_text())
     sources = {run["agent"]: run["settings"]["source"] for run in result["runs"]}
     assert sources["drqn"] == "drqn.yml:MinAtar/Breakout-NoMotion-v1" and sources["ppo_lstm"].startswith("ppo_lstm.yml:atari")
     assert result["runs"][0]["env_kwargs"] == {"max_episode_steps": 10_000}
+
+
+@pytest.mark.slow
+def test_quick_start_benchmark_runs_the_readme_snippet(tmp_path):
+    # --smoke runs README's first python block as written, with 500 steps
+    run_benchmark("quick_start.py", "--smoke")
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        import quick_start
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    snippet = quick_start.readme_snippet()
+    assert 'RecurrentDQN("MlpLstmPolicy", "CartPole-v1"' in snippet and "evaluate_policy(" in snippet and "print(" in snippet
+
+
+def test_minatar_screen_qualifies_variants_by_the_stacks_margin():
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        import minatar_suite
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+
+    def scores(single: float, stack: float) -> dict:
+        return {"dqn": {"final_mean": single, "final_std": 0.0}, "dqn_stack4": {"final_mean": stack, "final_std": 0.0}}
+
+    # 20 % better and more than 0.1 better: only the first qualifies
+    summary = {"A": scores(5.0, 6.5), "B": scores(5.0, 5.5), "C": scores(0.01, 0.05), "D": scores(3.0, 2.0)}
+    assert minatar_suite.qualifying(summary) == ["A"]
+    assert "| A | 5.00 ± 0.00 | 6.50 ± 0.00 | 1.30 | yes |" in minatar_suite.screen_table(summary)

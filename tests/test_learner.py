@@ -17,6 +17,7 @@ def make_model(rnn_type: str, double_q: bool) -> RecurrentDQN:
         "MlpLstmPolicy",
         CueMemoryEnv(),
         gamma=GAMMA,
+        n_steps=1,
         sequence_length=SEQ_LEN,
         burn_in=BURN_IN,
         double_q=double_q,

@@ -240,7 +240,7 @@ def test_value_rescaling_and_its_inverse():
 
 
 def test_value_rescaling_targets():
-    model = small_model(value_rescaling=True, gamma=0.9)
+    model = small_model(value_rescaling=True, gamma=0.9, n_steps=1)
     model.learn(100)
     np.random.seed(0)
     batch = model.replay_buffer.sample(8)
@@ -334,7 +334,11 @@ def test_recurrent_staleness_measure_and_logging():
         burn_in=2,
         train_freq=1,
         learning_rate=3e-3,
-        policy_kwargs=dict(lstm_hidden_size=8),
+        # 0.1.0's defaults, with which the bounds below were set
+        gamma=0.99,
+        n_steps=1,
+        target_update_interval=10_000,
+        policy_kwargs=dict(lstm_hidden_size=8, net_arch=[]),
         seed=0,
     )
     model.learn(400, log_interval=10)

@@ -5,8 +5,12 @@ import torch as th
 
 
 def first_array(obs: Any) -> Any:
-    """:return: ``obs`` itself, or the first entry of a dict of observation arrays (or tensors): the one to read
-    the leading (row, time or env) dimensions from"""
+    """
+    The array to read the leading (row, time or env) dimensions of observations from.
+
+    :param obs: An observation array or tensor, or a dict of them
+    :return: ``obs`` itself, or the first entry of the dict
+    """
     return next(iter(obs.values())) if isinstance(obs, dict) else obs
 
 

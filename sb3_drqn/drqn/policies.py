@@ -124,7 +124,7 @@ class RecurrentQNetwork(BasePolicy):
     :param action_space: Action space
     :param features_extractor: Network to extract features
     :param features_dim: Number of features
-    :param lstm_hidden_size: Number of units of the recurrent layer (``None``: ``default_lstm_hidden_size``, 128;
+    :param lstm_hidden_size: Number of units of the recurrent layer (``None``: ``default_lstm_hidden_size``, 64;
         512 for :class:`CnnLstmPolicy`)
     :param n_lstm_layers: Number of recurrent layers
     :param rnn_type: ``"lstm"`` or ``"gru"``
@@ -407,12 +407,13 @@ class RecurrentDQNPolicy(BasePolicy):
     :param observation_space: Observation space
     :param action_space: Action space
     :param lr_schedule: Learning rate schedule (could be constant)
-    :param lstm_hidden_size: Number of units of the recurrent layer (``None``: ``default_lstm_hidden_size``, 128;
+    :param lstm_hidden_size: Number of units of the recurrent layer (``None``: ``default_lstm_hidden_size``, 64;
         512 for :class:`CnnLstmPolicy`)
     :param n_lstm_layers: Number of recurrent layers
     :param rnn_type: ``"lstm"`` (default) or ``"gru"``
-    :param net_arch: Layers of the MLP head after the recurrent layer (none by default: the recurrent
-        layer feeds a linear Q-value layer, as in the DRQN paper)
+    :param net_arch: Layers of the MLP head after the recurrent layer (``None``: ``default_net_arch``, one layer of
+        64 units; none for :class:`CnnLstmPolicy`, whose recurrent layer feeds a linear Q-value layer, as in the
+        DRQN paper)
     :param activation_fn: Activation function
     :param dueling: Use a dueling head (R2D2): value and advantage streams, each with the layers ``net_arch``,
         combined as ``Q = V + A - mean(A)``
@@ -427,9 +428,11 @@ class RecurrentDQNPolicy(BasePolicy):
 
     q_net: RecurrentQNetwork
     q_net_target: RecurrentQNetwork
-    # What ``None`` stands for in the arguments of the same names (the subclasses for images and Dict spaces differ)
+    # What ``None`` stands for in the arguments of the same names (the subclasses for images and Dict spaces differ);
+    # the sizes are the memory suite's generic setting (benchmarks/memory_suite.py), the image ones the DRQN paper's
     default_features_extractor_class: type[BaseFeaturesExtractor] = FlattenExtractor
-    default_lstm_hidden_size: int = 128
+    default_lstm_hidden_size: int = 64
+    default_net_arch: tuple[int, ...] = (64,)
 
     def __init__(
         self,
@@ -468,7 +471,7 @@ class RecurrentDQNPolicy(BasePolicy):
             optimizer_kwargs=optimizer_kwargs,
             normalize_images=normalize_images,
         )
-        self.net_arch = [] if net_arch is None else net_arch
+        self.net_arch = list(self.default_net_arch) if net_arch is None else net_arch
         self.activation_fn = activation_fn
         self.lstm_hidden_size = lstm_hidden_size
         self.n_lstm_layers = n_lstm_layers
@@ -640,6 +643,7 @@ class CnnLstmPolicy(RecurrentDQNPolicy):
 
     default_features_extractor_class = NatureCNN
     default_lstm_hidden_size = 512
+    default_net_arch = ()
 
 
 class MultiInputLstmPolicy(RecurrentDQNPolicy):
