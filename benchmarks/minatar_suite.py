@@ -95,6 +95,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--screen", action="store_true", help="phase 1: DQN 1 frame vs 4 frames, seeds 0 1, 150k steps")
     parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=None, help="variants (default: all or CHOSEN)")
     parser.add_argument("--summary-only", action="store_true", help="no run: summarise the finished ones")
+    parser.add_argument("--plot", type=Path, default=REPO / "docs" / "images" / "minatar.png", help="PNG output")
     given = sys.argv[1:] if argv is None else argv
     if "--screen" in given:
         parser.set_defaults(seeds=[0, 1], timesteps=150_000, algos=["dqn", "dqn_stack4"])
@@ -120,7 +121,7 @@ def main(argv: list[str] | None = None) -> None:
     summary = harness.summarize(results)
     table = screen_table(summary) if args.screen else harness.results_table(summary)
     harness.write_results(out_dir, "minatar_screen" if args.screen else "minatar", results, summary, table)
-    plot = out_dir / "minatar_screen.png" if args.screen else REPO / "docs" / "images" / "minatar.png"
+    plot = out_dir / "minatar_screen.png" if args.screen else args.plot
     harness.plot_curves(summary, plot, "MinAtar, partially observable variants", ylabel="evaluation return")
 
 

@@ -142,12 +142,12 @@ def test_memory_suite_benchmark_runs(tmp_path):
 def test_minatar_suite_runs(tmp_path):
     pytest.importorskip("minatar")
     # The comparison phase end to end (the screen runs the same code with two of its agents)
-    args = ("--smoke", "--out-dir", str(tmp_path), "--variants", "Breakout-NoMotion")
+    args = ("--smoke", "--out-dir", str(tmp_path), "--variants", "Breakout-NoMotion", "--plot", str(tmp_path / "m.png"))
     run_benchmark("minatar_suite.py", *args)
     result = json.loads((tmp_path / "minatar.json").read_text())
     sources = {run["agent"]: run["settings"]["source"] for run in result["runs"]}
     assert sources["drqn"] == "drqn.yml:MinAtar/Breakout-NoMotion-v1" and sources["ppo_lstm"].startswith("ppo_lstm.yml:atari")
-    assert result["runs"][0]["env_kwargs"] == {"max_episode_steps": 10_000}
+    assert result["runs"][0]["env_kwargs"] == {"max_episode_steps": 10_000} and (tmp_path / "m.png").stat().st_size > 0
 
 
 @pytest.mark.slow
