@@ -38,11 +38,11 @@ from stable_baselines3 import DQN
 from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.envs import FakeImageEnv
-from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from stable_baselines3.common.vec_env import VecFrameStack
 
 from sb3_drqn import RecurrentDQN
 from sb3_drqn.common.buffers import RecurrentReplayBuffer
+from sb3_drqn.common.torch_layers import SmallFrameCNN
 
 FRAME = (1, 84, 84)
 FRAME_BYTES = int(np.prod(FRAME))  # 7056
@@ -249,24 +249,6 @@ def measure_memory(n_transitions: int, pong_transitions: int) -> dict[str, dict[
 # 2. and 3. Update and acting cost, side by side with SB3's DQN (issue 14's configurations)
 
 
-class SmallCNN(BaseFeaturesExtractor):
-    """MinAtar's network body: one 3x3 convolution with 16 channels, then 128 features."""
-
-    def __init__(self, observation_space: spaces.Box, features_dim: int = 128) -> None:
-        super().__init__(observation_space, features_dim)
-        channels, height, width = observation_space.shape
-        self.net = th.nn.Sequential(
-            th.nn.Conv2d(channels, 16, 3),
-            th.nn.ReLU(),
-            th.nn.Flatten(),
-            th.nn.Linear(16 * (height - 2) * (width - 2), features_dim),
-            th.nn.ReLU(),
-        )
-
-    def forward(self, observations: th.Tensor) -> th.Tensor:
-        return self.net(observations)
-
-
 def small_image_env(n_envs: int = 1):
     def make() -> FakeImageEnv:
         env = FakeImageEnv(screen_height=10, screen_width=10, n_channels=4, discrete=True, channel_first=True)
@@ -299,9 +281,11 @@ CONFIGS: dict[str, dict[str, Any]] = {
             batch_size=4,
             sequence_length=8,
             burn_in=8,
-            policy_kwargs=dict(lstm_hidden_size=128, features_extractor_class=SmallCNN),
+            policy_kwargs=dict(lstm_hidden_size=128, features_extractor_class=SmallFrameCNN),
         ),
-        dqn=dict(policy="CnnPolicy", batch_size=32, policy_kwargs=dict(net_arch=[128], features_extractor_class=SmallCNN)),
+        dqn=dict(
+            policy="CnnPolicy", batch_size=32, policy_kwargs=dict(net_arch=[128], features_extractor_class=SmallFrameCNN)
+        ),
         drqn_env=small_image_env,
         dqn_env=small_image_env,
         floor=(128, 128),
@@ -533,6 +517,15 @@ def measure_scaling(quick: bool, repeats: int) -> list[dict[str, float]]:
 # --------------------------------------------------------------------------------------------------------------
 
 
+def print_table(title: str, headers: list[str], rows: list[list[Any]]) -> None:
+    """Print a Markdown section: ``title`` as a heading, then a table of ``rows`` under ``headers``."""
+    print(f"\n## {title}\n")
+    print("| " + " | ".join(headers) + " |")
+    print("|" + "---|" * len(headers))
+    for row in rows:
+        print("| " + " | ".join(str(cell) for cell in row) + " |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer repetitions and a smaller scaling grid")
@@ -594,28 +587,29 @@ def main() -> None:
     if "scaling" not in args.skip:
         scaling = measure_scaling(args.quick, max(repeats // 2, 2))
         results["scaling"] = scaling
-        print("\n## Scaling of one gradient step\n")
-        print("| sequence_length | burn_in | batch_size | update (ms) | peak extra memory (MiB) |")
-        print("|---|---|---|---|---|")
-        for point in scaling:
-            print(
-                f"| {point['sequence_length']} | {point['burn_in']} | {point['batch_size']} | "
-                f"{point['update_seconds'] * 1e3:.1f} | {point['peak_extra_bytes'] / 2**20:.0f} |"
-            )
+        print_table(
+            "Scaling of one gradient step",
+            ["sequence_length", "burn_in", "batch_size", "update (ms)", "peak extra memory (MiB)"],
+            [
+                [p["sequence_length"], p["burn_in"], p["batch_size"], f"{p['update_seconds'] * 1e3:.1f}",
+                 f"{p['peak_extra_bytes'] / 2**20:.0f}"]
+                for p in scaling
+            ],
+        )  # fmt: skip
         plot_scaling(scaling)
 
     if "kernels" not in args.skip:
         kernels = measure_rnn_kernels(1 if args.smoke else repeats)
         results["rnn_kernels"] = kernels
-        print("\n## nn.LSTM on the CPU: oneDNN's kernels against PyTorch's native ones (median ms)\n")
-        print("| steps x batch x units | forward, oneDNN | forward, native | forward + backward, oneDNN | native |")
-        print("|---|---|---|---|---|")
-        for k in kernels:
-            print(
-                f"| {k['n_steps']} x {k['batch']} x {k['hidden']} | {k['onednn_forward'] * 1e3:.2f} | "
-                f"{k['native_forward'] * 1e3:.2f} | {k['onednn_forward_backward'] * 1e3:.2f} | "
-                f"{k['native_forward_backward'] * 1e3:.2f} |"
-            )
+        kernel_times = ("onednn_forward", "native_forward", "onednn_forward_backward", "native_forward_backward")
+        print_table(
+            "nn.LSTM on the CPU: oneDNN's kernels against PyTorch's native ones (median ms)",
+            ["steps x batch x units", "forward, oneDNN", "forward, native", "forward + backward, oneDNN", "native"],
+            [
+                [f"{k['n_steps']} x {k['batch']} x {k['hidden']}", *(f"{k[t] * 1e3:.2f}" for t in kernel_times)]
+                for k in kernels
+            ],
+        )
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2))
