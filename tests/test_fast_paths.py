@@ -42,13 +42,13 @@ def test_one_call_window_q_values_equal_the_general_path(rnn_type, stride):
     state = windows.recurrent_states
     with th.no_grad():
         general = q_net.window_q_values(windows, state)
-        packed = q_net.window_q_values(windows, state, one_call=True)
+        mixed = q_net.window_q_values(windows, state, one_call=True)
         full = lengths == buffer.max_burn_in
         full_windows = buffer.windows(offsets[full.numpy()], envs[full.numpy()])
         plain = q_net.window_q_values(full_windows, full_windows.recurrent_states, one_call=True)
-    th.testing.assert_close(packed, general, rtol=1e-5, atol=1e-6)
+    th.testing.assert_close(mixed, general, rtol=1e-5, atol=1e-6)
     th.testing.assert_close(plain, general[:, full], rtol=1e-5, atol=1e-6)
-    with pytest.raises(AssertionError, match="without gradient"):
+    with pytest.raises(AssertionError, match="no gradient"):
         q_net.window_q_values(windows, state, one_call=True)
 
 

@@ -91,12 +91,19 @@ def test_predict_single_observation_and_bad_state():
         policy.predict(np.zeros((2, 4), dtype=np.float32), episode_start=np.zeros(3))
 
 
-def test_burn_in_with_different_lengths_in_one_call():
-    policy = make_policy(MlpLstmPolicy, BOX)
+@pytest.mark.parametrize(("rnn_type", "n_layers"), [("lstm", 1), ("gru", 1), ("lstm", 2), ("gru", 2)])
+@pytest.mark.parametrize("scale", [1.0, 30.0])
+def test_burn_in_with_different_lengths_in_one_call(rnn_type, n_layers, scale):
+    # One layer: a plain call over the padding (an LSTM's cell state held by saturated gates); two: a packed call.
+    # scale 30: saturated gates everywhere, where holding the cell state must still be exact
+    policy = make_policy(MlpLstmPolicy, BOX, rnn_type=rnn_type, n_lstm_layers=n_layers)
+    with th.no_grad():
+        for weight in policy.q_net.rnn.parameters():
+            weight.mul_(scale)
     gen = th.Generator().manual_seed(3)
-    features = th.randn(4, 3, 4, generator=gen)
-    state = tuple(th.randn(1, 3, 8, generator=gen) for _ in range(2))
-    lengths = th.tensor([4, 0, 2])
+    features = th.randn(5, 4, 4, generator=gen)
+    state = tuple(th.randn(n_layers, 4, 8, generator=gen) for _ in range(policy.q_net.n_state_components))
+    lengths = th.tensor([5, 0, 2, 1])
     with th.no_grad():
         warmed = policy.q_net.burn_in(features, state, lengths)
         for i, length in enumerate(lengths.tolist()):
@@ -104,7 +111,7 @@ def test_burn_in_with_different_lengths_in_one_call():
             for t in range(length):
                 _, expected = policy.q_net._run_rnn(features[t : t + 1, i : i + 1], expected)
             for a, b in zip(warmed, expected, strict=True):
-                assert th.allclose(a[:, i : i + 1], b, atol=1e-6)
+                th.testing.assert_close(a[:, i : i + 1], b, rtol=1e-5, atol=1e-6)
 
 
 def test_policy_options():

@@ -247,12 +247,46 @@ class RecurrentQNetwork(BasePolicy):
         :param lengths: ``(batch,)`` number of burn-in steps of each sequence (may be 0), on the CPU
         :return: The state after each sequence's burn-in
         """
-        if features.shape[0] == 0 or not bool((lengths > 0).any()):
+        n_steps = features.shape[0]
+        if n_steps == 0 or not bool((lengths > 0).any()):
             return state
-        packed = nn.utils.rnn.pack_padded_sequence(features, lengths.clamp(min=1).cpu(), enforce_sorted=False)
-        _, new_state = self._run_rnn(packed, state)
+        if bool((lengths == n_steps).all()):
+            return self._run_rnn(features, state)[1]
+        if self.n_lstm_layers > 1:
+            # Lower layers' per-step states are not returned: the packed call (native kernels) stops each sequence
+            packed = nn.utils.rnn.pack_padded_sequence(features, lengths.clamp(min=1).cpu(), enforce_sorted=False)
+            new_state = self._run_rnn(packed, state)[1]
+        else:
+            new_state = self._ragged_burn_in(features, state, lengths)
         has_burn_in = (lengths > 0).to(self.device).view(1, -1, 1)
         return tuple(th.where(has_burn_in, new, old) for new, old in zip(new_state, state, strict=True))
+
+    def _ragged_burn_in(self, features: th.Tensor, state: RecurrentState, lengths: th.Tensor) -> RecurrentState:
+        """
+        :meth:`burn_in` of a one-layer network as a plain call over every row (oneDNN's kernels take no packed
+        sequence, and run small networks 2-4x faster than a packed call; ``benchmarks/throughput.py``, kernel part).
+        The output of step ``lengths[i] - 1`` is ``h``. An LSTM's cell state ``c`` is kept exactly over the padding
+        rows: they get one more input, 1, whose weights saturate the forget gate to 1 and the input gate to 0
+        (sigmoid of +-1e4 is exactly 1 and 0 in float32), so ``c`` after the last row is ``c`` after step
+        ``lengths[i] - 1``. Sequences with ``lengths[i] == 0`` get a meaningless state here (:meth:`burn_in`
+        keeps theirs).
+        """
+        n_steps, device = features.shape[0], features.device
+        last_rows = (lengths.to(device) - 1).clamp(min=0).view(1, -1, 1).expand(1, -1, self.lstm_hidden_size)
+        if self.rnn_type == "gru":
+            output, _ = self._run_rnn(features, state)
+            return (output.gather(0, last_rows),)
+        padding = (th.arange(n_steps, device=device)[:, None] >= lengths.to(device)[None, :]).to(features.dtype)
+        hidden = self.lstm_hidden_size
+        # Gate order of nn.LSTM: input, forget, cell, output
+        saturate = th.zeros(4 * hidden, 1, dtype=features.dtype, device=device)
+        saturate[:hidden], saturate[hidden : 2 * hidden] = -1e4, 1e4
+        weight_ih, *other_weights = self.rnn.all_weights[0]
+        weights = [th.cat([weight_ih, saturate], dim=1), *other_weights]
+        args = (True, 1, 0.0, self.training, False, False)
+        with native_cpu_rnn(device, n_steps):
+            output, _, cell = th.lstm(th.cat([features, padding.unsqueeze(-1)], dim=-1), (state[0], state[1]), weights, *args)
+        return output.gather(0, last_rows), cell
 
     def burn_in_features(self, obs: PyTorchObs, lengths: th.Tensor) -> th.Tensor:
         """
@@ -294,42 +328,24 @@ class RecurrentQNetwork(BasePolicy):
         """
         Q-values of sampled windows, as the learner sees them: the burn-in (without gradient) from ``state``, then
         the learning steps and the step after them through the recurrent layer in one call. With ``one_call``
-        (only without gradient, e.g. for the target network), each window's burn-in and learning steps go through
-        the recurrent layer together, all windows in one call: packed by length, or a plain call when every window
-        has the full burn-in.
+        (only without gradient, e.g. for the target network) and every window's burn-in full, burn-in and learning
+        steps go through the recurrent layer together, in one call.
 
         :param windows: Windows sampled from a :class:`~sb3_drqn.common.buffers.RecurrentReplayBuffer`
         :param state: Recurrent state before each window's first burn-in step
-        :param one_call: One recurrent call for burn-in and learning steps (requires no gradient)
+        :param one_call: One recurrent call for burn-in and learning steps where every burn-in is full (requires
+            no gradient)
         :return: ``(L + 1, batch, n_actions)``
         """
         lengths, n_burn_in = windows.burn_in_lengths, windows.n_burn_in_rows
-        if not one_call or n_burn_in == 0 or not bool((lengths > 0).any()):
-            with th.no_grad():
-                state = self.burn_in_observations(windows.burn_in_observations(), state, lengths)
-            q_values, _ = self.q_values_from_features(self.extract_sequence_features(windows.learning_observations()), state)
-            return q_values
-        assert not th.is_grad_enabled(), "one_call runs the burn-in with the learning steps: use it without gradient"
-        features = th.cat(
-            [
-                self.burn_in_features(windows.burn_in_observations(), lengths),
-                self.extract_sequence_features(windows.learning_observations()),
-            ]
-        )
-        n_rows, n_learning = features.shape[0], features.shape[0] - n_burn_in
-        if bool((lengths == n_burn_in).all()):
-            output, _ = self._run_rnn(features, state)
+        assert not (one_call and th.is_grad_enabled()), "one_call runs burn-in and learning steps together: no gradient"
+        if one_call and n_burn_in > 0 and bool((lengths == n_burn_in).all()):
+            output, _ = self._run_rnn(self.extract_sequence_features(windows.observations), state)
             return self.q_net(output[n_burn_in:])
-        # Window i: its lengths[i] burn-in rows, then the learning rows, moved to the front and packed
-        rows = th.arange(n_rows, device=features.device)[:, None]
-        burn_in_lengths = lengths.to(features.device)[None, :]
-        source = th.where(rows < burn_in_lengths, rows, rows - burn_in_lengths + n_burn_in).clamp(max=n_rows - 1)
-        sequences = features.gather(0, source.unsqueeze(-1).expand_as(features))
-        packed = nn.utils.rnn.pack_padded_sequence(sequences, lengths.cpu() + n_learning, enforce_sorted=False)
-        packed_output, _ = self._run_rnn(packed, state)
-        output, _ = nn.utils.rnn.pad_packed_sequence(packed_output, total_length=n_rows)
-        learning_rows = (th.arange(n_learning, device=features.device)[:, None] + burn_in_lengths).unsqueeze(-1)
-        return self.q_net(output.gather(0, learning_rows.expand(-1, -1, output.shape[-1])))
+        with th.no_grad():
+            state = self.burn_in_observations(windows.burn_in_observations(), state, lengths)
+        q_values, _ = self.q_values_from_features(self.extract_sequence_features(windows.learning_observations()), state)
+        return q_values
 
     def forward(self, obs: PyTorchObs, state: RecurrentState, episode_starts: th.Tensor) -> tuple[th.Tensor, RecurrentState]:
         """
