@@ -134,3 +134,22 @@ def test_policy_defaults_and_multidiscrete_observations():
     policy = make_policy(MlpLstmPolicy, spaces.MultiDiscrete([3, 4]))
     actions, state = policy.predict(np.array([[0, 3], [2, 1]]))
     assert actions.shape == (2,) and state[0].shape == (1, 2, 8)
+
+
+def test_adam_is_fused_by_default_and_steps_like_pytorchs_default():
+    fused, plain = make_policy(MlpLstmPolicy, BOX), make_policy(MlpLstmPolicy, BOX, optimizer_kwargs=dict(fused=False))
+    assert fused.optimizer.defaults["fused"] and not plain.optimizer.defaults["fused"]
+    assert fused.optimizer_kwargs == {"fused": True}  # saved with the model, so a loaded one steps alike
+    rmsprop = make_policy(MlpLstmPolicy, BOX, optimizer_class=th.optim.RMSprop)
+    assert "fused" not in rmsprop.optimizer_kwargs
+    assert not make_policy(MlpLstmPolicy, BOX, optimizer_kwargs=dict(foreach=True)).optimizer.defaults["fused"]
+    gen = th.Generator().manual_seed(0)
+    obs = th.rand(6, 3, 4, generator=gen)
+    for _ in range(5):
+        for policy in (fused, plain):
+            q_values, _ = policy.q_net(obs, policy.q_net.initial_state(3), th.zeros(6, 3))
+            policy.optimizer.zero_grad()
+            (q_values**2).mean().backward()
+            policy.optimizer.step()
+    for a, b in zip(fused.parameters(), plain.parameters(), strict=True):
+        th.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)

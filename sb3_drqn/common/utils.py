@@ -83,15 +83,16 @@ def n_step_targets(
     :return: The targets (meaningless where the mask is 0)
     """
 
-    def shifted(tensor: th.Tensor, steps: int) -> th.Tensor:
-        # tensor[k + steps] at row k, zeros past the window
-        return th.cat([tensor[steps:], tensor.new_zeros((min(steps, tensor.shape[0]), *tensor.shape[1:]))])
+    def ahead(tensor: th.Tensor) -> th.Tensor:
+        # (L, batch, n_steps + 1): tensor[k + i] at [k, :, i], zeros past the window (a view of one padded copy)
+        padded = th.cat([tensor, tensor.new_zeros((n_steps, *tensor.shape[1:]))])
+        return padded.unfold(0, n_steps + 1, 1)
 
-    returns, bootstrap, run = th.zeros_like(rewards), th.zeros_like(rewards), th.ones_like(mask)
-    for i in range(n_steps):
-        # run: steps k .. k + i are all valid
-        run = run * shifted(mask, i)
-        returns = returns + (gamma**i) * run * shifted(rewards, i)
-        last = run * (1.0 - (shifted(mask, i + 1) if i < n_steps - 1 else th.zeros_like(mask)))
-        bootstrap = bootstrap + last * (gamma ** (i + 1)) * (1.0 - shifted(terminations, i)) * shifted(next_q_values, i)
+    # run[k, :, i]: steps k .. k + i are all valid; ends[k, :, i]: and step k + i + 1 is not (the return stops there)
+    run = ahead(mask)[..., :n_steps].cumprod(dim=-1)
+    ends = run - th.nn.functional.pad(run[..., 1:], (0, 1))
+    discounts = rewards.new_tensor([gamma**i for i in range(n_steps + 1)])
+    returns = (run * ahead(rewards)[..., :n_steps] * discounts[:n_steps]).sum(dim=-1)
+    alive = 1.0 - ahead(terminations)[..., :n_steps]
+    bootstrap = (ends * discounts[1:] * alive * ahead(next_q_values)[..., :n_steps]).sum(dim=-1)
     return returns + bootstrap
