@@ -5,9 +5,9 @@ deterministic episodes >= 475, in at most 3 minutes on one CPU core).
 The snippet is the first ``python`` block of README.md. It is run unchanged in a fresh interpreter per seed, with
 one torch thread; the seed is the only thing added (``RecurrentDQN``'s ``seed`` default, set before the snippet
 runs, since the snippet itself passes none). Each run's wall time, from the snippet's first line to its last, and
-the mean and spread its ``evaluate_policy`` returns are written to ``results/quick_start/seed<k>.json`` as soon as
-the run ends; a finished seed is skipped when the script is started again (unless the snippet changed since), so
-seeds can run side by side.
+the mean and spread its ``evaluate_policy`` returns are written, with the commit, to
+``results/quick_start/seed<k>.json`` as soon as the run ends; a finished seed is skipped when the script is started
+again (unless the snippet changed since, or with ``--rerun``), so seeds can run side by side.
 
 ``--settings JSON`` searches instead: it trains ``RecurrentDQN("MlpLstmPolicy", "CartPole-v1", **settings)`` for
 ``--timesteps`` steps with each seed, evaluates it (20 deterministic episodes on a separate env) every 10k steps,
@@ -64,6 +64,16 @@ def readme_snippet() -> str:
     if match is None:
         raise ValueError("README.md has no python block")
     return match.group(1)
+
+
+def git_commit() -> str:
+    """:return: The checked-out commit, with ``+changes`` if ``sb3_drqn/`` differs from it (``unknown`` outside git)"""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO, check=True)
+        changed = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", "sb3_drqn"], cwd=REPO).returncode != 0
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return commit.stdout.strip() + ("+changes" if changed else "")
 
 
 def run_snippet(seed: int, total_timesteps: int | None = None) -> dict[str, float]:
@@ -128,6 +138,7 @@ def main() -> None:
     parser.add_argument("--smoke", action="store_true", help="500 steps, seed 0, nothing written")
     parser.add_argument("--settings", type=json.loads, default=None, help="search: RecurrentDQN's arguments (JSON)")
     parser.add_argument("--timesteps", type=int, default=100_000, help="search: env steps per run")
+    parser.add_argument("--rerun", action="store_true", help="run the snippet again even where a result exists")
     args = parser.parse_args()
     if args.settings is not None:
         digest = hashlib.sha1(json.dumps(args.settings, sort_keys=True).encode()).hexdigest()[:10]
@@ -148,8 +159,8 @@ def main() -> None:
     for seed in args.seeds:
         path = args.out / f"seed{seed}.json"
         run = json.loads(path.read_text()) if path.exists() else None
-        if run is None or run["snippet"] != snippet:  # a changed snippet makes earlier runs void
-            run = {"snippet": snippet, **run_snippet(seed)}
+        if run is None or run["snippet"] != snippet or args.rerun:  # a changed snippet makes earlier runs void
+            run = {"snippet": snippet, "commit": git_commit(), **run_snippet(seed)}
             path.write_text(json.dumps(run, indent=1) + "\n")
         solved = run["mean"] >= SOLVED and run["wall_time"] <= TIME_LIMIT_S
         verdict = "solved" if solved else "NOT solved"
