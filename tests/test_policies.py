@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch as th
 from gymnasium import spaces
+from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.utils import LinearSchedule
 
 from sb3_drqn import CnnLstmPolicy, MlpLstmPolicy, MultiInputLstmPolicy
@@ -153,3 +154,22 @@ def test_adam_is_fused_by_default_and_steps_like_pytorchs_default():
             policy.optimizer.step()
     for a, b in zip(fused.parameters(), plain.parameters(), strict=True):
         th.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize(
+    ("policy_class", "space", "kwargs"),
+    [
+        (MlpLstmPolicy, BOX, {}),
+        (CnnLstmPolicy, IMAGE, {}),
+        (CnnLstmPolicy, IMAGE, dict(normalize_images=False)),
+        (MultiInputLstmPolicy, DICT, {}),
+        (MlpLstmPolicy, spaces.Discrete(5), {}),
+    ],
+)
+def test_features_are_sb3s(policy_class, space, kwargs):
+    # The image test made once at construction gives what SB3's preprocessing gives on every call
+    policy = make_policy(policy_class, space, **kwargs)
+    obs = random_obs(space, (3,), th.Generator().manual_seed(0)) if not isinstance(space, spaces.Discrete) else th.arange(3)
+    q_net = policy.q_net
+    expected = BasePolicy.extract_features(q_net, obs, q_net.features_extractor)
+    assert th.equal(q_net.extract_features(obs, q_net.features_extractor), expected)

@@ -7,6 +7,7 @@ import numpy as np
 import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.policies import BasePolicy
+from stable_baselines3.common.preprocessing import is_image_space
 from stable_baselines3.common.torch_layers import (
     BaseFeaturesExtractor,
     CombinedExtractor,
@@ -172,6 +173,18 @@ class RecurrentQNetwork(BasePolicy):
             self.q_net = DuelingHead(lstm_hidden_size, int(self.action_space.n), net_arch, activation_fn)
         else:
             self.q_net = nn.Sequential(*create_mlp(lstm_hidden_size, int(self.action_space.n), net_arch, activation_fn))
+        # SB3's preprocess_obs decides on every call whether a Box is an image (comparing all its bounds with 0 and
+        # 255 for image shapes): decided once here for Box spaces (None: other spaces, left to SB3)
+        space = self.observation_space
+        self._scale_box: bool | None = (
+            bool(self.normalize_images and is_image_space(space)) if isinstance(space, spaces.Box) else None
+        )
+
+    def extract_features(self, obs: PyTorchObs, features_extractor: BaseFeaturesExtractor) -> th.Tensor:
+        """SB3's ``extract_features`` (preprocessing, then the extractor), with the image test made once."""
+        if self._scale_box is None or not isinstance(obs, th.Tensor):
+            return super().extract_features(obs, features_extractor)
+        return features_extractor(obs.float() / 255.0 if self._scale_box else obs.float())
 
     @property
     def device(self) -> th.device:
