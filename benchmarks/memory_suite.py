@@ -32,7 +32,8 @@ Seeds 0, 1, 2; 100k env steps for every agent (the entries' own ``n_timesteps`` 
 exploration fraction stretch over the 100k); 50 deterministic evaluation episodes every 10k steps and at the end.
 Every finished run is written at once to ``<out-dir>/run_results/<task>__<agent>__seed<k>.json`` and skipped when the
 script is started again, so the suite can span several sittings (two runs at a time, one torch thread each).
-``--screen``: the cheap pass for candidates (seed 0, 50k steps, the 8 tuning tasks, runs under ``<out-dir>/screen/``).
+``--screen``: the cheap pass for candidates (drqn only, seed 0, 50k steps, the 8 tuning tasks, runs under
+``<out-dir>/screen/``).
 
 The summary (``memory_suite.{json,md}``, ``docs/images/memory_suite.png``): per task the normalised final score's
 mean and spread over seeds (unseen tasks in their own rows), IQM with 95% stratified bootstrap intervals over the
@@ -342,7 +343,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--bootstrap", type=int, default=2000, help="bootstrap samples of the confidence intervals")
     given = sys.argv[1:] if argv is None else argv
     if "--screen" in given:
-        parser.set_defaults(seeds=[0], timesteps=50_000)
+        parser.set_defaults(seeds=[0], timesteps=50_000, algos=["drqn"])
     if "--smoke" in given:
         parser.set_defaults(random_episodes=20)
     args = harness.parse_args(parser, argv)
