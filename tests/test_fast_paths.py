@@ -92,3 +92,21 @@ def test_staleness_cost_is_bounded_per_env_step():
     model.learn(2000, log_interval=1, reset_num_timesteps=False)
     assert 1 <= len(calls) <= 2000 // 500 + 1
     assert all(b - a >= 500 for a, b in itertools.pairwise(calls))
+
+
+@pytest.mark.parametrize("rnn_type", ["lstm", "gru"])
+@pytest.mark.parametrize("n_layers", [1, 2])
+def test_one_step_calls_equal_the_native_kernels(rnn_type, n_layers):
+    # One layer: the cell function; two: the kernel; both bit for bit what nn.LSTM / nn.GRU give natively
+    th.manual_seed(0)
+    q_net = RecurrentDQN(
+        "MlpLstmPolicy", CueMemoryEnv(n_cues=3, delay=2), policy_kwargs=dict(rnn_type=rnn_type, n_lstm_layers=n_layers)
+    ).q_net
+    features = th.randn(1, 5, q_net.features_dim)
+    state = tuple(th.randn(n_layers, 5, q_net.lstm_hidden_size) for _ in range(q_net.n_state_components))
+    with th.no_grad(), native_cpu_rnn(th.device("cpu"), 1):
+        output, new_state = q_net._run_rnn(features, state)
+        expected_output, expected_state = q_net.rnn(features, state if rnn_type == "lstm" else state[0])
+    expected_state = expected_state if rnn_type == "lstm" else (expected_state,)
+    assert th.equal(output, expected_output)
+    assert all(th.equal(a, b) for a, b in zip(new_state, expected_state, strict=True))

@@ -206,6 +206,15 @@ class RecurrentQNetwork(BasePolicy):
 
     def _run_rnn(self, features: th.Tensor | nn.utils.rnn.PackedSequence, state: RecurrentState) -> tuple[Any, RecurrentState]:
         n_steps = features.shape[0] if isinstance(features, th.Tensor) else len(features.batch_sizes)
+        if n_steps == 1 and self.n_lstm_layers == 1 and isinstance(features, th.Tensor) and features.device.type == "cpu":
+            # One step (acting): the cell function, which the native kernels run per step anyway (bit-identical
+            # results), without their per-call work: 94 against 155 us for 8 envs and an LSTM of 64
+            weight_ih, weight_hh, bias_ih, bias_hh = self.rnn.all_weights[0]
+            if self.rnn_type == "lstm":
+                hidden, cell = th.lstm_cell(features[0], (state[0][0], state[1][0]), weight_ih, weight_hh, bias_ih, bias_hh)
+                return hidden.unsqueeze(0), (hidden.unsqueeze(0), cell.unsqueeze(0))
+            hidden = th.gru_cell(features[0], state[0][0], weight_ih, weight_hh, bias_ih, bias_hh).unsqueeze(0)
+            return hidden, (hidden,)
         with native_cpu_rnn(state[0].device, n_steps):
             if isinstance(features, th.Tensor):
                 # The recurrent layer's own kernel, without nn.LSTM.forward's per-call checks of its arguments and
