@@ -189,7 +189,8 @@ def make_env(
 ) -> Any:
     """
     A vec env as the zoo builds it: the task's own wrapper, the entry's ``env_wrapper``, ``VecFrameStack``,
-    ``VecNormalize`` (for evaluation: frozen, rewards as they are) and ``VecTransposeImage`` for channel-last images.
+    ``VecNormalize`` (for evaluation: frozen, rewards as they are) and ``VecTransposeImage`` for channel-last images
+    (channel-first ones are marked as such, so that neither the stack nor the algorithm guesses from the shape).
     Unlike the zoo, frames are stacked inside ``VecNormalize``: SB3's off-policy algorithms store its
     ``get_original_obs()``, which must have the stacked shape.
     """
@@ -203,13 +204,18 @@ def make_env(
     vec_env = make_vec_env(
         env, n_envs=n_envs, seed=seed, env_kwargs=env_kwargs, wrapper_class=functools.partial(_wrap, wrappers=wrappers)
     )
+    # Where the channels are is read from one frame: SB3 guesses it from the shape (the smallest dimension), and a
+    # stack of channel-first 10x10 frames with more than 10 channels in all (MinAtar's) would be guessed wrong
+    space = vec_env.observation_space
+    image = is_image_space(space)  # type: ignore[arg-type]
+    channels_first = image and is_image_space_channels_first(space)  # type: ignore[arg-type]
     if settings.frame_stack:
-        vec_env = VecFrameStack(vec_env, settings.frame_stack)
+        vec_env = VecFrameStack(vec_env, settings.frame_stack, channels_order="first" if channels_first else None)
     if settings.normalize is not None:
         vec_env = VecNormalize(vec_env, **(settings.normalize | (dict(training=False, norm_reward=False) if eval_env else {})))
-    space = vec_env.observation_space
-    if is_image_space(space) and not is_image_space_channels_first(space):  # type: ignore[arg-type]
-        vec_env = VecTransposeImage(vec_env)
+    if image:
+        # skip=True: the frames are channel-first already, and the algorithm must not transpose them on its own guess
+        vec_env = VecTransposeImage(vec_env, skip=channels_first)
     return vec_env
 
 

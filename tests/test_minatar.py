@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -107,3 +108,28 @@ def test_agents_train_on_minatar_frames(algo):
         model = DQN("CnnPolicy", env, batch_size=4, **kwargs)
     model.learn(200)
     assert isinstance(model.policy.q_net.features_extractor, SmallFrameCNN)
+
+
+def test_stacked_frames_keep_their_layout_in_the_benchmark_harness():
+    # 4 frames of 3 channels: (12, 10, 10), whose smallest dimension is not the first, so SB3's guess from the
+    # shape would call it channel-last and transpose it; the harness marks it channel-first
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import harness
+    import minatar_suite
+
+    register_minatar_envs()
+
+    def make(agent: str):
+        settings = minatar_suite.agent_settings(agent, "Asterix-NoMotion", {})
+        return harness.make_env("MinAtar/Asterix-NoMotion-v1", settings, 1, 0, {}, None, False)
+
+    stacked, single = make("dqn_stack4"), make("dqn")
+    obs_stacked, obs_single = stacked.reset(), single.reset()
+    for action in (0, 1, 3):
+        obs_stacked, *_ = stacked.step(np.array([action]))
+        obs_single, *_ = single.step(np.array([action]))
+    assert obs_stacked.shape == (1, 12, 10, 10)
+    np.testing.assert_array_equal(obs_stacked[:, -3:], obs_single)  # the newest frame, as the single-frame env sees it
+    model = DQN("CnnPolicy", stacked, policy_kwargs=dict(features_extractor_class=SmallFrameCNN), buffer_size=100)
+    assert model.observation_space.shape == (12, 10, 10)  # not transposed by the algorithm either
