@@ -110,3 +110,14 @@ def test_one_step_calls_equal_the_native_kernels(rnn_type, n_layers):
     expected_state = expected_state if rnn_type == "lstm" else (expected_state,)
     assert th.equal(output, expected_output)
     assert all(th.equal(a, b) for a, b in zip(new_state, expected_state, strict=True))
+
+
+def test_rnn_weights_stay_the_modules_parameters(tmp_path):
+    model = trained_model("lstm")
+    model.save(tmp_path / "model.zip")
+    loaded = RecurrentDQN.load(tmp_path / "model.zip", device="cpu")
+    for q_net in (model.q_net, model.q_net_target, loaded.q_net, loaded.q_net.to("cpu")):
+        by_name = [weight for layer in q_net.rnn.all_weights for weight in layer]
+        assert all(a is b for a, b in zip(q_net.rnn_weights, by_name, strict=True))
+    for a, b in zip(model.q_net.rnn_weights, loaded.q_net.rnn_weights, strict=True):
+        assert th.equal(a, b)
