@@ -177,3 +177,14 @@ def test_minatar_screen_qualifies_variants_by_the_stacks_margin():
     summary = {"A": scores(5.0, 6.5), "B": scores(5.0, 5.5), "C": scores(0.01, 0.05), "D": scores(3.0, 2.0)}
     assert minatar_suite.qualifying(summary) == ["A"]
     assert "| A | 5.00 ± 0.00 | 6.50 ± 0.00 | 1.30 | yes |" in minatar_suite.screen_table(summary)
+
+
+def test_pixel_probe_runs(tmp_path):
+    run_benchmark(
+        "pixel_probe.py", "--frames", "300", "--epochs", "1", "--variants", "full48", "band", "--out-dir", str(tmp_path)
+    )
+    rows = json.loads((tmp_path / "pixel_probe.json").read_text())["rows"]
+    # Each variant, from one and two frames; an R^2 per state variable
+    assert [(row["variant"], row["frames_in"]) for row in rows] == [("full48", 1), ("full48", 2), ("band", 1), ("band", 2)]
+    assert all(len(row["r2"]) == 4 and all(value <= 1.0 for value in row["r2"].values()) for row in rows)
+    assert (tmp_path / "pixel_probe.md").read_text().count("| band |") == 2

@@ -64,8 +64,25 @@ def test_finished_runs_are_skipped(tmp_path):
 
 @pytest.mark.slow
 def test_cartpole_pixels(tmp_path):
-    run_example("cartpole_pixels.py", "--smoke", "--frame-size", "36", "--out-dir", str(tmp_path))
+    run_example("cartpole_pixels.py", "--smoke", "--out-dir", str(tmp_path))
     check_outputs(tmp_path, "cartpole_pixels", ["CartPole-v1"], ["drqn", "dqn"])
+
+
+def test_cartpole_pixel_frames():
+    sys.path.insert(0, str(EXAMPLES))
+    try:
+        from cartpole_pixels import make_pixel_cartpole
+    finally:
+        sys.path.remove(str(EXAMPLES))
+    band, full = make_pixel_cartpole(), make_pixel_cartpole(frame="full", frame_size=36)
+    band_obs, _ = band.reset(seed=0)
+    full_obs, _ = full.reset(seed=0)
+    assert band.observation_space.shape == band_obs.shape == (36, 120, 1) and band_obs.dtype == "uint8"
+    assert full.observation_space.shape == full_obs.shape == (36, 36, 1)
+    # The band holds the cart and the whole pole: dark pixels, and white rows above (the pole stays inside)
+    assert band_obs.min() < 100 and (band_obs[0] == 255).all()
+    with pytest.raises(ValueError, match="frame must be one of"):
+        make_pixel_cartpole(frame="crop")
 
 
 @pytest.mark.slow
