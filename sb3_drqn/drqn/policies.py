@@ -293,30 +293,49 @@ class RecurrentQNetwork(BasePolicy):
 
     def _ragged_burn_in(self, features: th.Tensor, state: RecurrentState, lengths: th.Tensor) -> RecurrentState:
         """
-        :meth:`burn_in` of a one-layer network as a plain call over every row (oneDNN's kernels take no packed
-        sequence, and run small networks 2-4x faster than a packed call; ``benchmarks/throughput.py``, kernel part).
-        The output of step ``lengths[i] - 1`` is ``h``. An LSTM's cell state ``c`` is kept exactly over the padding
-        rows: they get one more input, 1, whose weights saturate the forget gate to 1 and the input gate to 0
-        (sigmoid of +-1e4 is exactly 1 and 0 in float32), so ``c`` after the last row is ``c`` after step
-        ``lengths[i] - 1``. Sequences with ``lengths[i] == 0`` get a meaningless state here (:meth:`burn_in`
-        keeps theirs).
+        :meth:`burn_in` of a one-layer network as one plain call over every row (oneDNN's kernels take no packed
+        sequence, and run small networks 2-4x faster than a packed call; ``benchmarks/throughput.py``, kernel part):
+        the rows after each sequence's burn-in hold the state (:meth:`_held_rnn`), and an LSTM's ``h`` is read
+        from the output of step ``lengths[i] - 1``. Sequences with ``lengths[i] == 0`` get a meaningless state
+        here (:meth:`burn_in` keeps theirs).
         """
         n_steps, device = features.shape[0], features.device
-        last_rows = (lengths.to(device) - 1).clamp(min=0).view(1, -1, 1).expand(1, -1, self.lstm_hidden_size)
+        hold = (th.arange(n_steps, device=device)[:, None] >= lengths.to(device)[None, :]).to(features.dtype)
+        output, new_state = self._held_rnn(features, hold, state)
         if self.rnn_type == "gru":
-            output, _ = self._run_rnn(features, state)
-            return (output.gather(0, last_rows),)
-        padding = (th.arange(n_steps, device=device)[:, None] >= lengths.to(device)[None, :]).to(features.dtype)
+            return new_state
+        last_rows = (lengths.to(device) - 1).clamp(min=0).view(1, -1, 1).expand(1, -1, self.lstm_hidden_size)
+        return output.gather(0, last_rows), new_state[1]
+
+    def _held_rnn(self, features: th.Tensor, hold: th.Tensor, state: RecurrentState) -> tuple[th.Tensor, RecurrentState]:
+        """
+        One plain call of a one-layer recurrent layer in which the rows where ``hold`` is 1 keep the state: they get
+        one more input, 1, whose weights saturate gates (sigmoid of +-1e4 is exactly 1 and 0 in float32). An LSTM's
+        forget gate is 1 and input gate 0, so its cell state ``c`` is kept exactly, but its ``h`` (the output gate
+        times ``tanh(c)``) is only kept where ``c`` and ``h`` are zero; a GRU's update gate is 1, so its state is
+        kept exactly.
+
+        :param features: ``(time, batch, features_dim)``
+        :param hold: ``(time, batch)``, 1 where the state is held, else 0
+        :param state: Recurrent state before the first step
+        :return: The output ``(time, batch, hidden)`` and the state after the last step
+        """
         hidden = self.lstm_hidden_size
-        # Gate order of nn.LSTM: input, forget, cell, output
-        saturate = th.zeros(4 * hidden, 1, dtype=features.dtype, device=device)
-        saturate[:hidden], saturate[hidden : 2 * hidden] = -1e4, 1e4
+        # Gate order of nn.LSTM: input, forget, cell, output; of nn.GRU: reset, update, new
+        saturate = features.new_zeros((4 if self.rnn_type == "lstm" else 3) * hidden, 1)
+        if self.rnn_type == "lstm":
+            saturate[:hidden] = -1e4
+        saturate[hidden : 2 * hidden] = 1e4
         weight_ih, *other_weights = self.rnn_weights[:4]
         weights = [th.cat([weight_ih, saturate], dim=1), *other_weights]
+        inputs = th.cat([features, hold.unsqueeze(-1)], dim=-1)
         args = (True, 1, 0.0, self.training, False, False)
-        with native_cpu_rnn(device, n_steps):
-            output, _, cell = th.lstm(th.cat([features, padding.unsqueeze(-1)], dim=-1), (state[0], state[1]), weights, *args)
-        return output.gather(0, last_rows), cell
+        with native_cpu_rnn(features.device, features.shape[0]):
+            if self.rnn_type == "lstm":
+                output, hidden_state, cell = th.lstm(inputs, (state[0], state[1]), weights, *args)
+                return output, (hidden_state, cell)
+            output, hidden_state = th.gru(inputs, state[0], weights, *args)
+            return output, (hidden_state,)
 
     def burn_in_features(self, obs: PyTorchObs, lengths: th.Tensor) -> th.Tensor:
         """
@@ -358,24 +377,56 @@ class RecurrentQNetwork(BasePolicy):
         """
         Q-values of sampled windows, as the learner sees them: the burn-in (without gradient) from ``state``, then
         the learning steps and the step after them through the recurrent layer in one call. With ``one_call``
-        (only without gradient, e.g. for the target network) and every window's burn-in full, burn-in and learning
-        steps go through the recurrent layer together, in one call.
+        (only without gradient, e.g. for the target network), burn-in and learning steps go through the recurrent
+        layer together, in one call, where every window's burn-in is full or the shorter ones can be right-aligned
+        exactly (:meth:`_right_aligned_q_values`).
 
         :param windows: Windows sampled from a :class:`~sb3_drqn.common.buffers.RecurrentReplayBuffer`
         :param state: Recurrent state before each window's first burn-in step
-        :param one_call: One recurrent call for burn-in and learning steps where every burn-in is full (requires
-            no gradient)
+        :param one_call: One recurrent call for burn-in and learning steps where that is exact (requires no
+            gradient)
         :return: ``(L + 1, batch, n_actions)``
         """
         lengths, n_burn_in = windows.burn_in_lengths, windows.n_burn_in_rows
         assert not (one_call and th.is_grad_enabled()), "one_call runs burn-in and learning steps together: no gradient"
-        if one_call and n_burn_in > 0 and bool((lengths == n_burn_in).all()):
-            output, _ = self._run_rnn(self.extract_sequence_features(windows.observations), state)
-            return self.q_net(output[n_burn_in:])
+        if one_call and n_burn_in > 0:
+            if bool((lengths == n_burn_in).all()):
+                output, _ = self._run_rnn(self.extract_sequence_features(windows.observations), state)
+                return self.q_net(output[n_burn_in:])
+            if self._can_hold_before(lengths < n_burn_in, state):
+                return self._right_aligned_q_values(windows, state)
         with th.no_grad():
             state = self.burn_in_observations(windows.burn_in_observations(), state, lengths)
         q_values, _ = self.q_values_from_features(self.extract_sequence_features(windows.learning_observations()), state)
         return q_values
+
+    def _can_hold_before(self, short: th.Tensor, state: RecurrentState) -> bool:
+        """
+        Whether :meth:`_held_rnn` can hold the state of the sequences ``short`` (a boolean mask, on the CPU) over rows
+        placed before their first step: one layer, and a GRU, or an LSTM whose state there is zero (as it is at an
+        episode start, where burn-ins are clipped).
+        """
+        if self.n_lstm_layers > 1:
+            return False
+        short = short.to(state[0].device)
+        return self.rnn_type == "gru" or all(bool((component[:, short] == 0).all()) for component in state)
+
+    def _right_aligned_q_values(self, windows: RecurrentReplayBufferSamples, state: RecurrentState) -> th.Tensor:
+        """
+        :meth:`window_q_values` in one recurrent call for windows whose burn-ins differ in length: each window's
+        burn-in is moved to end right before its learning steps, and the rows before it hold the state
+        (:meth:`_held_rnn`; see :meth:`_can_hold_before` for when this is exact).
+        """
+        # Only the burn-in steps that exist go through the features extractor (as in burn_in_observations)
+        burn_in_features = self.burn_in_features(windows.burn_in_observations(), windows.burn_in_lengths)
+        features = th.cat([burn_in_features, self.extract_sequence_features(windows.learning_observations())])
+        n_burn_in, device = windows.n_burn_in_rows, features.device
+        # Row r of window i takes burn-in row r - (n_burn_in - lengths[i]); the rows before 0 are held
+        source = th.arange(n_burn_in, device=device)[:, None] - (n_burn_in - windows.burn_in_lengths.to(device))[None, :]
+        burn_in = features[:n_burn_in].gather(0, source.clamp(min=0).unsqueeze(-1).expand(-1, -1, features.shape[-1]))
+        hold = th.cat([(source < 0).to(features.dtype), features.new_zeros(features.shape[0] - n_burn_in, source.shape[1])])
+        output, _ = self._held_rnn(th.cat([burn_in, features[n_burn_in:]]), hold, state)
+        return self.q_net(output[n_burn_in:])
 
     def forward(self, obs: PyTorchObs, state: RecurrentState, episode_starts: th.Tensor) -> tuple[th.Tensor, RecurrentState]:
         """
