@@ -379,7 +379,7 @@ class RecurrentQNetwork(BasePolicy):
         the learning steps and the step after them through the recurrent layer in one call. With ``one_call``
         (only without gradient, e.g. for the target network), burn-in and learning steps go through the recurrent
         layer together, in one call, where every window's burn-in is full or the shorter ones can be right-aligned
-        exactly (:meth:`_right_aligned_q_values`).
+        exactly (``_right_aligned_q_values``).
 
         :param windows: Windows sampled from a :class:`~sb3_drqn.common.buffers.RecurrentReplayBuffer`
         :param state: Recurrent state before each window's first burn-in step
