@@ -5,6 +5,7 @@ import itertools
 import numpy as np
 import pytest
 import torch as th
+from stable_baselines3.common.envs import FakeImageEnv
 
 from sb3_drqn import RecurrentDQN
 from sb3_drqn.common.envs import CueMemoryEnv
@@ -134,3 +135,24 @@ def test_rnn_weights_stay_the_modules_parameters(tmp_path):
         assert all(a is b for a, b in zip(q_net.rnn_weights, by_name, strict=True))
     for a, b in zip(model.q_net.rnn_weights, loaded.q_net.rnn_weights, strict=True):
         assert th.equal(a, b)
+
+
+@pytest.mark.parametrize("rnn_type", ["lstm", "gru"])
+def test_burn_in_features_of_a_cheap_extractor_take_every_step(rnn_type):
+    # SB3's FlattenExtractor has no parameters: the burn-in's missing steps go through it too (cheaper than
+    # selecting); the Q-values equal those of the selecting path
+    model = trained_model(rnn_type, burn_in=4)
+    q_net = model.q_net
+    assert q_net.features_extractor_is_cheap
+    offsets, envs = model.replay_buffer.valid_window_starts()
+    windows = model.replay_buffer.windows(offsets, envs)
+    assert bool((windows.burn_in_lengths < 4).any())
+    with th.no_grad():
+        cheap = q_net.window_q_values(windows, windows.recurrent_states)
+        q_net.features_extractor_is_cheap = False
+        selected = q_net.window_q_values(windows, windows.recurrent_states)
+    th.testing.assert_close(cheap, selected, rtol=1e-5, atol=1e-6)
+    # A CNN has parameters: only the burn-in steps that exist go through it
+    image_env = FakeImageEnv(screen_height=36, screen_width=36, n_channels=1, discrete=True)
+    image_model = RecurrentDQN("CnnLstmPolicy", image_env, buffer_size=100, policy_kwargs=dict(lstm_hidden_size=8))
+    assert not image_model.q_net.features_extractor_is_cheap

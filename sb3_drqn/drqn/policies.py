@@ -173,6 +173,7 @@ class RecurrentQNetwork(BasePolicy):
             self.q_net = DuelingHead(lstm_hidden_size, int(self.action_space.n), net_arch, activation_fn)
         else:
             self.q_net = nn.Sequential(*create_mlp(lstm_hidden_size, int(self.action_space.n), net_arch, activation_fn))
+        self.features_extractor_is_cheap = next(iter(features_extractor.parameters()), None) is None
         # SB3's preprocess_obs decides on every call whether a Box is an image (comparing all its bounds with 0 and
         # 255 for image shapes): decided once here for Box spaces (None: other spaces, left to SB3)
         space = self.observation_space
@@ -339,14 +340,17 @@ class RecurrentQNetwork(BasePolicy):
 
     def burn_in_features(self, obs: PyTorchObs, lengths: th.Tensor) -> th.Tensor:
         """
-        Features of left-aligned burn-in observations of different lengths: only the valid steps go through the
-        features extractor, the others are zeros.
+        Features of left-aligned burn-in observations of different lengths: only the valid steps go through a
+        features extractor with parameters (a CNN), the others are zeros. An extractor without parameters (SB3's
+        ``FlattenExtractor``) takes every step: cheaper than selecting, and the callers ignore the other steps.
 
         :param obs: Time-major observations ``(max_burn_in, batch, *obs_shape)`` (or a dict of them)
         :param lengths: ``(batch,)`` number of burn-in steps of each sequence (may be 0), on the CPU
         :return: ``(max_burn_in, batch, features_dim)``
         """
         n_steps = first_array(obs).shape[0]
+        if self.features_extractor_is_cheap:
+            return self.extract_sequence_features(obs)
         valid = (th.arange(n_steps)[:, None] < lengths[None, :]).to(self.device)
         if bool(valid.all()):
             return self.extract_sequence_features(obs)
