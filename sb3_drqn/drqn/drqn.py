@@ -470,6 +470,9 @@ class RecurrentDQN(RandomStateSavingAlgorithm, ReplayBufferFileAlgorithm, OffPol
         prioritized = isinstance(self.replay_buffer, PrioritizedRecurrentReplayBuffer)
         beta = float(self.importance_sampling_schedule(self._current_progress_remaining))
         sample_kwargs: dict[str, Any] = {"beta": beta} if prioritized else {}
+        # The parameters the optimizer updates (the online network's): the gradients clipped, without walking the
+        # policy's module tree on every gradient step as policy.parameters() does
+        parameters = [parameter for group in self.policy.optimizer.param_groups for parameter in group["params"]]
         for _ in range(gradient_steps):
             replay_data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env, **sample_kwargs)
             loss, current_q_values, target = self._compute_loss(replay_data)
@@ -477,7 +480,7 @@ class RecurrentDQN(RandomStateSavingAlgorithm, ReplayBufferFileAlgorithm, OffPol
             self.policy.optimizer.zero_grad()
             loss.backward()
             # Clip gradient norm
-            th.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
+            th.nn.utils.clip_grad_norm_(parameters, self.max_grad_norm)
             self.policy.optimizer.step()
 
             if prioritized:
