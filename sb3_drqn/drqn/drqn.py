@@ -460,9 +460,7 @@ class RecurrentDQN(RandomStateSavingAlgorithm, ReplayBufferFileAlgorithm, OffPol
         return n_step_targets(data.rewards, data.terminations, data.mask, next_q_values, self.gamma, self.n_steps)
 
     def train(self, gradient_steps: int, batch_size: int = 32) -> None:
-        # Switch to train mode (this affects batch norm / dropout)
         self.policy.set_training_mode(True)
-        # Update learning rate according to schedule
         self._update_learning_rate(self.policy.optimizer)
 
         # Statistics stay on the device until the end: no host round trip per gradient step
@@ -470,8 +468,7 @@ class RecurrentDQN(RandomStateSavingAlgorithm, ReplayBufferFileAlgorithm, OffPol
         prioritized = isinstance(self.replay_buffer, PrioritizedRecurrentReplayBuffer)
         beta = float(self.importance_sampling_schedule(self._current_progress_remaining))
         sample_kwargs: dict[str, Any] = {"beta": beta} if prioritized else {}
-        # The parameters the optimizer updates (the online network's): the gradients clipped, without walking the
-        # policy's module tree on every gradient step as policy.parameters() does
+        # Gradients clipped: the optimizer's parameters (policy.parameters() walks every module on each call)
         parameters = [parameter for group in self.policy.optimizer.param_groups for parameter in group["params"]]
         for _ in range(gradient_steps):
             replay_data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env, **sample_kwargs)
