@@ -19,9 +19,13 @@ Frame variants:
 States are collected with a noisy balancing controller (a random action with probability 0.3, otherwise the push
 that rights the pole), so that episodes are long and cover the positions and angles a learning agent sees.
 
+``--gradients`` measures instead how much of the loss's gradient reaches each part of the online network (the mean
+gradient norm over 20 updates after 1,100 env steps, the example's settings on the band), for drqn and dqn.
+
 Usage::
 
     python benchmarks/pixel_probe.py            # about 10 minutes on one core
+    python benchmarks/pixel_probe.py --gradients  # about 2 minutes
     python benchmarks/pixel_probe.py --frames 4000 --epochs 2  # a quick look
 """
 
@@ -30,6 +34,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch as th
@@ -37,7 +42,7 @@ from gymnasium import spaces
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
 
-from cartpole_pixels import SmallCNN, make_pixel_cartpole
+from cartpole_pixels import SmallCNN, agent_settings, make_pixel_cartpole
 
 RESULTS = Path(__file__).resolve().parent / "results" / "pixel_probe"
 STATE_NAMES = ("cart position", "cart velocity", "pole angle", "pole angular velocity")
@@ -105,6 +110,40 @@ def probe(frames: np.ndarray, states: np.ndarray, steps: np.ndarray, n_frames_in
     return (1.0 - residual / variance).tolist()
 
 
+def gradient_norms(steps: int = 1100, updates: int = 20, seed: int = 0) -> dict[str, dict[str, float]]:
+    """
+    Mean gradient norm of each part of the online network over ``updates`` updates, for the example's drqn and dqn
+    (the example's settings, on the band) after ``steps`` env steps: how much of the loss's gradient reaches the CNN.
+    """
+    from stable_baselines3 import DQN
+    from stable_baselines3.common.env_util import make_vec_env
+
+    from sb3_drqn import RecurrentDQN
+
+    settings = agent_settings({})
+    norms: dict[str, dict[str, float]] = {}
+    for agent, algo in (("drqn", RecurrentDQN), ("dqn", DQN)):
+        kwargs = {key: value for key, value in settings[agent].kwargs.items() if key != "n_timesteps"}
+        env = make_vec_env(make_pixel_cartpole, n_envs=1, seed=seed)
+        model = algo(settings[agent].raw["policy"], env, seed=seed, **kwargs)
+        model.learn(steps)
+        per_part: dict[str, list[float]] = {}
+        optimizer_step = model.policy.optimizer.step
+
+        def record_then_step(*args: Any, model: Any = model, per_part: dict = per_part, step: Any = optimizer_step) -> Any:
+            for name, parameter in model.q_net.named_parameters():
+                if parameter.grad is not None:
+                    parts = name.split(".")
+                    part = ".".join(parts[:2]) if parts[0] == "features_extractor" else parts[0]
+                    per_part.setdefault(part, []).append(float(parameter.grad.norm()))
+            return step(*args)
+
+        model.policy.optimizer.step = record_then_step
+        model.train(gradient_steps=updates, batch_size=model.batch_size)
+        norms[agent] = {part: float(np.mean(values)) for part, values in per_part.items()}
+    return norms
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--frames", type=int, default=20_000, help="frames collected (default: %(default)s)")
@@ -112,8 +151,18 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS), help="frame variants")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out-dir", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--gradients", action="store_true", help="instead: the mean gradient norm of each part of drqn's and dqn's network"
+    )
     args = parser.parse_args()
     th.set_num_threads(1)
+    if args.gradients:
+        norms = gradient_norms(seed=args.seed)
+        args.out_dir.mkdir(parents=True, exist_ok=True)
+        (args.out_dir / "gradient_norms.json").write_text(json.dumps(norms, indent=2))
+        for agent, parts in norms.items():
+            print(agent, {part: round(value, 4) for part, value in parts.items()})
+        return
     start = time.perf_counter()
     frames, states, steps = collect(args.frames, args.variants, args.seed)
     print(f"collected {len(states)} frames in {time.perf_counter() - start:.0f} s")

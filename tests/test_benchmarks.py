@@ -188,3 +188,17 @@ def test_pixel_probe_runs(tmp_path):
     assert [(row["variant"], row["frames_in"]) for row in rows] == [("full48", 1), ("full48", 2), ("band", 1), ("band", 2)]
     assert all(len(row["r2"]) == 4 and all(value <= 1.0 for value in row["r2"].values()) for row in rows)
     assert (tmp_path / "pixel_probe.md").read_text().count("| band |") == 2
+
+
+@pytest.mark.slow
+def test_pixel_probe_gradient_norms():
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        from pixel_probe import gradient_norms
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    norms = gradient_norms(steps=1010, updates=1)
+    # Every part of each online network got a gradient
+    assert set(norms["drqn"]) == {"features_extractor.cnn", "features_extractor.linear", "rnn", "q_net"}
+    assert set(norms["dqn"]) == {"features_extractor.cnn", "features_extractor.linear", "q_net"}
+    assert all(value > 0 for parts in norms.values() for value in parts.values())
