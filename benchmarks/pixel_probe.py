@@ -113,7 +113,8 @@ def probe(frames: np.ndarray, states: np.ndarray, steps: np.ndarray, n_frames_in
 def gradient_norms(steps: int = 1100, updates: int = 20, seed: int = 0) -> dict[str, dict[str, float]]:
     """
     Mean gradient norm of each part of the online network over ``updates`` updates, for the example's drqn and dqn
-    (the example's settings, on the band) after ``steps`` env steps: how much of the loss's gradient reaches the CNN.
+    (the example's settings, on the band) after ``steps`` env steps: how much of the loss's gradient reaches the CNN;
+    and how far each weight matrix moved over those updates, relative to its norm.
     """
     from stable_baselines3 import DQN
     from stable_baselines3.common.env_util import make_vec_env
@@ -138,9 +139,15 @@ def gradient_norms(steps: int = 1100, updates: int = 20, seed: int = 0) -> dict[
                     per_part.setdefault(part, []).append(float(parameter.grad.norm()))
             return step(*args)
 
+        before = {name: parameter.detach().clone() for name, parameter in model.q_net.named_parameters()}
         model.policy.optimizer.step = record_then_step
         model.train(gradient_steps=updates, batch_size=model.batch_size)
         norms[agent] = {part: float(np.mean(values)) for part, values in per_part.items()}
+        # How far each part's weights moved over the updates, relative to their size (Adam rescales each gradient)
+        for name, parameter in model.q_net.named_parameters():
+            if name in before and name.endswith("weight"):
+                change = float((parameter.detach() - before[name]).norm() / before[name].norm())
+                norms[agent][f"relative change of {name}"] = change
     return norms
 
 

@@ -202,3 +202,4 @@ def test_pixel_probe_gradient_norms():
     assert set(norms["drqn"]) == {"features_extractor.cnn", "features_extractor.linear", "rnn", "q_net"}
     assert set(norms["dqn"]) == {"features_extractor.cnn", "features_extractor.linear", "q_net"}
     assert all(value > 0 for parts in norms.values() for value in parts.values())
+    assert "relative change of features_extractor.cnn.0.weight" in norms["drqn"]
