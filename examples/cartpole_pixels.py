@@ -105,7 +105,10 @@ def make_pixel_cartpole(frame_size: int = 48, frame: str = "band", env_id: str =
     env: gym.Env = AddRenderObservation(gym.make(env_id, render_mode="rgb_array", **env_kwargs), render_only=True)
     if frame == "band":
         first, last = BAND_ROWS
-        band_space = spaces.Box(0, 255, (last - first, *env.observation_space.shape[1:]), np.uint8)
+        screen_shape = env.observation_space.shape
+        assert screen_shape is not None, "CartPole's rendered screen has a shape"
+        width, channels = screen_shape[1:]
+        band_space: spaces.Box = spaces.Box(0, 255, (last - first, width, channels), dtype=np.uint8)
         env = TransformObservation(env, lambda screen: screen[first:last], band_space)
         env = ResizeObservation(env, BAND_SHAPE)
     else:
