@@ -264,6 +264,8 @@ class Run:
 def run_one(run: Run, path: Path) -> dict[str, Any]:
     """
     Train and evaluate one run and write its result to ``path`` at once; if ``path`` exists, read it instead.
+    While it runs, ``<path stem>.progress.json`` holds the evaluations so far (removed when the run ends), so
+    that a run stopped before its end still shows how far it got.
 
     :param run: The run
     :param path: Its JSON file
@@ -294,10 +296,19 @@ def run_one(run: Run, path: Path) -> dict[str, Any]:
         eval_time[0] += time.perf_counter() - start
         return float(mean), float(std)  # type: ignore[arg-type]
 
+    progress = path.with_suffix(".progress.json")
+
     class Evaluate(BaseCallback):
         def _on_step(self) -> bool:
             if self.num_timesteps >= (len(curve) + 1) * run.eval_freq:
                 curve.append((self.num_timesteps, *evaluate(run.eval_episodes)))
+                # The curve so far, for a run stopped before its end (never read back: a restart reruns it)
+                steps, means, stds = (list(values) for values in zip(*curve, strict=True))
+                elapsed = time.perf_counter() - start
+                record = dict(task=run.task, agent=run.agent, seed=run.seed, timesteps=run.timesteps, eval_steps=steps,
+                              eval_means=means, eval_stds=stds, wall_time_so_far=elapsed)  # fmt: skip
+                progress.parent.mkdir(parents=True, exist_ok=True)
+                progress.write_text(json.dumps(record, indent=1) + "\n")
             return True
 
     start = time.perf_counter()
@@ -338,6 +349,7 @@ def run_one(run: Run, path: Path) -> dict[str, Any]:
     partial = path.with_suffix(".part")
     partial.write_text(json.dumps(result, indent=1, default=str) + "\n")
     partial.replace(path)
+    progress.unlink(missing_ok=True)
     return result
 
 

@@ -107,3 +107,32 @@ def test_a_finished_run_with_other_settings_is_refused(tmp_path, monkeypatch):
     (tmp_path / "run_results" / f"{run.name}.json").write_text(json.dumps(dict(recorded, eval_episodes=2)))
     with pytest.raises(ValueError, match="was made with other hyperparams: move it away to rerun"):
         harness.run_all([run], tmp_path)
+
+
+def test_a_stopped_run_leaves_its_curve_so_far(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(EXAMPLES))
+    import harness
+    from stable_baselines3.common import evaluation
+
+    evaluate_policy = evaluation.evaluate_policy
+    calls = []
+
+    def stop_at_the_second_evaluation(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return evaluate_policy(*args, **kwargs)
+
+    monkeypatch.setattr(evaluation, "evaluate_policy", stop_at_the_second_evaluation)
+    settings = harness.load_settings("dqn", "CartPole-v1", dict(learning_starts=100))
+    run = harness.Run("CartPole-v1", "dqn", 0, "CartPole-v1", settings, timesteps=300, eval_freq=100, eval_episodes=2)
+    with pytest.raises(KeyboardInterrupt):
+        harness.run_all([run], tmp_path)
+    assert not (tmp_path / "run_results" / f"{run.name}.json").exists()
+    progress = json.loads((tmp_path / "run_results" / f"{run.name}.progress.json").read_text())
+    assert progress["eval_steps"] == [100] and len(progress["eval_means"]) == 1 and progress["timesteps"] == 300
+    # A finished run removes it
+    monkeypatch.setattr(evaluation, "evaluate_policy", evaluate_policy)
+    (result,) = harness.run_all([run], tmp_path)
+    assert result["eval_steps"][:3] == [100, 200, 300]  # (DQN's zoo entry collects 256 steps per rollout)
+    assert not (tmp_path / "run_results" / f"{run.name}.progress.json").exists()
