@@ -285,9 +285,9 @@ def test_buffer_is_allocated_lazily():
 
 def test_a_setting_given_twice_must_agree():
     env = CueMemoryEnv()
-    kwargs = dict(prioritized_replay=True, priority_eta=0.5, buffer_size=500, learning_starts=10)
+    kwargs = dict(prioritized_replay=True, priority_eta=0.5, buffer_size=500, learning_starts=10, burn_in=6)
     # The same value twice works; the buffer holds the model's value and uses it for the priorities
-    model = RecurrentDQN("MlpLstmPolicy", env, replay_buffer_kwargs=dict(priority_eta=0.5, burn_in=10), **kwargs)
+    model = RecurrentDQN("MlpLstmPolicy", env, replay_buffer_kwargs=dict(priority_eta=0.5, burn_in=6), **kwargs)
     assert model.replay_buffer.priority_eta == 0.5
     current, target, mask = th.zeros(2, 1), th.tensor([[1.0], [3.0]]), th.ones(2, 1)
     assert model.replay_buffer.window_priorities(current, target, mask).item() == pytest.approx(0.5 * 3 + 0.5 * 2)
