@@ -12,7 +12,9 @@ again (unless the snippet changed since, or with ``--rerun``), so seeds can run 
 ``--settings JSON`` searches instead: it trains ``RecurrentDQN("MlpLstmPolicy", "CartPole-v1", **settings)`` for
 ``--timesteps`` steps with each seed, evaluates it (20 deterministic episodes on a separate env) every 10k steps,
 and writes the curve and the training time (evaluations excluded) to ``results/quick_start_search/``, one file per
-settings, seed and budget, skipped when already there (so that seeds can run side by side).
+settings, seed and budget, skipped when already there (so that seeds can run side by side). A file is named after
+the settings in effect (the constructor's defaults updated with ``--settings``, its ``effective_settings``), so the
+same ``--settings`` under other defaults is another file.
 
 Usage::
 
@@ -131,6 +133,26 @@ def search_run(seed: int, timesteps: int, settings: dict[str, Any], eval_freq: i
     return dict(settings=settings, seed=seed, timesteps=timesteps, eval_freq=eval_freq, curve=curve, train_time=train_time)
 
 
+def effective_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    """
+    :param settings: ``RecurrentDQN``'s arguments given to the search
+    :return: Every plain (JSON) argument of ``RecurrentDQN`` with its value in this run: the constructor's defaults
+        updated with ``settings``. Search results are named after it, so that a change of the defaults cannot make a
+        result made under other defaults look like this run's.
+    """
+    import inspect
+
+    from sb3_drqn import RecurrentDQN
+
+    skip = {"self", "policy", "env", "verbose", "seed", "device", "tensorboard_log", "_init_setup_model"}
+    defaults = {
+        name: parameter.default
+        for name, parameter in inspect.signature(RecurrentDQN.__init__).parameters.items()
+        if name not in skip and isinstance(parameter.default, bool | int | float | str | type(None))
+    }
+    return {**defaults, **settings}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -141,12 +163,14 @@ def main() -> None:
     parser.add_argument("--rerun", action="store_true", help="run the snippet again even where a result exists")
     args = parser.parse_args()
     if args.settings is not None:
-        digest = hashlib.sha1(json.dumps(args.settings, sort_keys=True).encode()).hexdigest()[:10]
+        effective = effective_settings(args.settings)
+        digest = hashlib.sha1(json.dumps(effective, sort_keys=True).encode()).hexdigest()[:10]
         for seed in args.seeds:
             path = SEARCH_DIR / f"{digest}__seed{seed}__{args.timesteps}.json"
             if not path.exists():
                 SEARCH_DIR.mkdir(parents=True, exist_ok=True)
-                path.write_text(json.dumps(search_run(seed, args.timesteps, args.settings), indent=1) + "\n")
+                run = dict(search_run(seed, args.timesteps, args.settings), effective_settings=effective, commit=git_commit())
+                path.write_text(json.dumps(run, indent=1) + "\n")
             run = json.loads(path.read_text())
             print(f"seed {seed}: every 10k steps {[round(v) for v in run['curve']]}, training {run['train_time']:.0f} s")
         return

@@ -163,6 +163,28 @@ def test_quick_start_benchmark_runs_the_readme_snippet(tmp_path):
     assert 'RecurrentDQN("MlpLstmPolicy", "CartPole-v1"' in snippet and "evaluate_policy(" in snippet and "print(" in snippet
 
 
+def test_quick_start_search_results_are_named_after_the_settings_in_effect(monkeypatch):
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        import quick_start
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    import inspect
+
+    from sb3_drqn import RecurrentDQN
+
+    defaults = quick_start.effective_settings({})
+    assert defaults["sequence_length"] == inspect.signature(RecurrentDQN.__init__).parameters["sequence_length"].default
+    assert quick_start.effective_settings({"gamma": 0.9}) == {**defaults, "gamma": 0.9}
+    # The same --settings under other defaults is another setting
+    signature = inspect.signature(RecurrentDQN.__init__)
+    changed = signature.replace(
+        parameters=[p.replace(default=64) if p.name == "sequence_length" else p for p in signature.parameters.values()]
+    )
+    monkeypatch.setattr(RecurrentDQN.__init__, "__signature__", changed, raising=False)
+    assert quick_start.effective_settings({})["sequence_length"] == 64
+
+
 def test_minatar_screen_qualifies_variants_by_the_stacks_margin():
     sys.path.insert(0, str(BENCHMARKS))
     try:
