@@ -48,7 +48,13 @@ RESULTS = Path(__file__).resolve().parent / "results" / "pixel_probe"
 STATE_NAMES = ("cart position", "cart velocity", "pole angle", "pole angular velocity")
 
 
-VARIANTS = {"full48": dict(frame="full", frame_size=48), "full84": dict(frame="full", frame_size=84), "band": {}}
+# CartPole's own colors (white background), as when the committed results were made; the example now inverts its
+# frames, an affine map of the input that a CNN's first layer can undo
+VARIANTS = {
+    "full48": dict(frame="full", frame_size=48, invert=False),
+    "full84": dict(frame="full", frame_size=84, invert=False),
+    "band": dict(invert=False),
+}
 
 
 def collect(n_frames: int, variants: list[str], seed: int) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
@@ -125,7 +131,7 @@ def gradient_norms(steps: int = 1100, updates: int = 20, seed: int = 0) -> dict[
     norms: dict[str, dict[str, float]] = {}
     for agent, algo in (("drqn", RecurrentDQN), ("dqn", DQN)):
         kwargs = {key: value for key, value in settings[agent].kwargs.items() if key != "n_timesteps"}
-        env = make_vec_env(make_pixel_cartpole, n_envs=1, seed=seed)
+        env = make_vec_env(make_pixel_cartpole, n_envs=1, seed=seed, env_kwargs=dict(invert=False))
         model = algo(settings[agent].raw["policy"], env, seed=seed, **kwargs)
         model.learn(steps)
         per_part: dict[str, list[float]] = {}

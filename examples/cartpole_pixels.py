@@ -87,15 +87,21 @@ class SmallCNN(BaseFeaturesExtractor):
         return self.linear(self.cnn(observations))
 
 
-def make_pixel_cartpole(frame_size: int = 48, frame: str = "band", env_id: str = ENV_ID, **env_kwargs: Any) -> gym.Env:
+def make_pixel_cartpole(
+    frame_size: int = 48, frame: str = "band", invert: bool = True, env_id: str = ENV_ID, **env_kwargs: Any
+) -> gym.Env:
     """
     CartPole whose observation is its rendered screen, grayscale, channel last: either the band of rows where the
     cart and the pole can be (``frame="band"``: rows 150-330 of the 600x400 screen, resized to 36x120) or the
     whole screen resized to ``frame_size x frame_size`` (``frame="full"``, where the pole becomes thinner than a
-    pixel: ``benchmarks/pixel_probe.py`` shows that a CNN cannot read the pole's angle from it).
+    pixel: ``benchmarks/pixel_probe.py`` shows that a CNN cannot read the pole's angle from it). Inverted by default:
+    a black background with a bright cart and pole, as in Atari's and MinAtar's frames. CartPole draws on white
+    (98 % of the band's pixels are 255), and on those frames DRQN settled on one action in every setting tried,
+    while on the inverted ones it learns (docs/examples.md).
 
     :param frame_size: Side of the square frame of ``frame="full"``, in pixels
     :param frame: ``"band"`` or ``"full"``
+    :param invert: Invert the grayscale frame (``255 - pixel``); ``False``: CartPole's own colors
     :param env_id: The CartPole env id
     :param env_kwargs: Other arguments of ``gym.make``
     :return: The env, with a ``Box(0, 255, (height, width, 1), uint8)`` observation space
@@ -113,7 +119,10 @@ def make_pixel_cartpole(frame_size: int = 48, frame: str = "band", env_id: str =
         env = ResizeObservation(env, BAND_SHAPE)
     else:
         env = ResizeObservation(env, (frame_size, frame_size))
-    return GrayscaleObservation(env, keep_dim=True)
+    env = GrayscaleObservation(env, keep_dim=True)
+    if invert:
+        env = TransformObservation(env, lambda gray: 255 - gray, env.observation_space)
+    return env
 
 
 def agent_settings(overrides: dict[str, Any]) -> dict[str, harness.Settings]:
@@ -141,9 +150,10 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--frame", choices=FRAMES, default="band", help="the band of the cart and pole, or the whole screen")
     parser.add_argument("--frame-size", type=int, default=48, help="side of --frame full's frames (default: %(default)s)")
+    parser.add_argument("--original-colors", action="store_true", help="CartPole's white background (not inverted)")
     args = harness.parse_args(parser, argv)
     settings = agent_settings(args.hyperparams)
-    env_kwargs = dict(frame_size=args.frame_size, frame=args.frame, env_id=ENV_ID)
+    env_kwargs = dict(frame_size=args.frame_size, frame=args.frame, invert=not args.original_colors, env_id=ENV_ID)
     runs = [
         harness.Run(
             ENV_ID,

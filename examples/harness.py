@@ -368,8 +368,10 @@ def run_all(runs: Sequence[Run], out_dir: Path, n_procs: int = 1) -> list[dict[s
     for i, result in results.items():
         # A finished run is reused only if it was made with the same settings and budget
         expected = dict(hyperparams=json.loads(json.dumps(runs[i].settings.raw, default=str)), timesteps=runs[i].timesteps,
-                        eval_freq=runs[i].eval_freq, eval_episodes=runs[i].eval_episodes)  # fmt: skip
-        found = dict(result["settings"], **{key: result[key] for key in ("timesteps", "eval_freq", "eval_episodes")})
+                        eval_freq=runs[i].eval_freq, eval_episodes=runs[i].eval_episodes,
+                        env_kwargs=json.loads(json.dumps(runs[i].env_kwargs, default=str)))  # fmt: skip
+        keys = ("timesteps", "eval_freq", "eval_episodes", "env_kwargs")
+        found = dict(result["settings"], **{key: result.get(key) for key in keys})
         changed = [key for key, value in expected.items() if found[key] != value]
         if changed:
             raise ValueError(f"{paths[i]} was made with other {', '.join(changed)}: move it away to rerun {runs[i].name}")

@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -79,8 +80,11 @@ def test_cartpole_pixel_frames():
     full_obs, _ = full.reset(seed=0)
     assert band.observation_space.shape == band_obs.shape == (36, 120, 1) and band_obs.dtype == "uint8"
     assert full.observation_space.shape == full_obs.shape == (36, 36, 1)
-    # The band holds the cart and the whole pole: dark pixels, and white rows above (the pole stays inside)
-    assert band_obs.min() < 100 and (band_obs[0] == 255).all()
+    # The band holds the cart and the whole pole: bright pixels on black rows above (the pole stays inside)
+    assert band_obs.max() > 155 and (band_obs[0] == 0).all()
+    # CartPole's own colors: the same frame, not inverted
+    original_obs, _ = make_pixel_cartpole(invert=False).reset(seed=0)
+    np.testing.assert_array_equal(original_obs, 255 - band_obs)
     with pytest.raises(ValueError, match="frame must be one of"):
         make_pixel_cartpole(frame="crop")
 
@@ -104,8 +108,15 @@ def test_a_finished_run_with_other_settings_is_refused(tmp_path, monkeypatch):
     run = harness.Run("CartPole-v1", "dqn", 0, "CartPole-v1", settings, timesteps=300, eval_freq=150, eval_episodes=2)
     recorded = dict(settings=dict(hyperparams={**settings.raw, "learning_starts": 1000}), timesteps=300, eval_freq=150)
     (tmp_path / "run_results").mkdir()
-    (tmp_path / "run_results" / f"{run.name}.json").write_text(json.dumps(dict(recorded, eval_episodes=2)))
+    (tmp_path / "run_results" / f"{run.name}.json").write_text(json.dumps(dict(recorded, eval_episodes=2, env_kwargs={})))
     with pytest.raises(ValueError, match="was made with other hyperparams: move it away to rerun"):
+        harness.run_all([run], tmp_path)
+    # The same settings on another env (e.g. frames in other colors)
+    recorded = dict(settings=dict(hyperparams=json.loads(json.dumps(settings.raw))), timesteps=300, eval_freq=150)
+    (tmp_path / "run_results" / f"{run.name}.json").write_text(
+        json.dumps(dict(recorded, eval_episodes=2, env_kwargs=dict(invert=False)))
+    )
+    with pytest.raises(ValueError, match="was made with other env_kwargs: move it away to rerun"):
         harness.run_all([run], tmp_path)
 
 
