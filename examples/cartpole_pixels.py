@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> None:
     summary = harness.summarize(results)
     harness.write_results(args.out_dir, NAME, results, summary, harness.results_table(summary, solved=475.0))
     size = "x".join(map(str, BAND_SHAPE if args.frame == "band" else (args.frame_size, args.frame_size)))
-    title = f"CartPole from single {size} grayscale frames ({args.frame}): DRQN (CnnLstmPolicy) vs DQN (CnnPolicy)"
+    title = f"CartPole from single {size} frames ({args.frame}): DRQN vs DQN"
     harness.plot_curves(summary, args.out_dir / f"{NAME}.png", title, reference=475.0)
 
 
