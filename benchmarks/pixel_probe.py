@@ -130,9 +130,8 @@ def gradient_norms(steps: int = 1100, updates: int = 20, seed: int = 0) -> dict[
     settings = agent_settings({})
     norms: dict[str, dict[str, float]] = {}
     for agent, algo in (("drqn", RecurrentDQN), ("dqn", DQN)):
-        kwargs = {key: value for key, value in settings[agent].kwargs.items() if key != "n_timesteps"}
         env = make_vec_env(make_pixel_cartpole, n_envs=1, seed=seed, env_kwargs=dict(invert=False))
-        model = algo(settings[agent].raw["policy"], env, seed=seed, **kwargs)
+        model = algo(settings[agent].policy, env, seed=seed, **settings[agent].kwargs)
         model.learn(steps)
         per_part: dict[str, list[float]] = {}
         optimizer_step = model.policy.optimizer.step

@@ -298,15 +298,18 @@ def run_one(run: Run, path: Path) -> dict[str, Any]:
 
     progress = path.with_suffix(".progress.json")
 
+    def curve_fields() -> dict[str, list[float]]:
+        return dict(eval_steps=[step for step, _, _ in curve], eval_means=[mean for _, mean, _ in curve],
+                    eval_stds=[std for _, _, std in curve])  # fmt: skip
+
     class Evaluate(BaseCallback):
         def _on_step(self) -> bool:
             if self.num_timesteps >= (len(curve) + 1) * run.eval_freq:
                 curve.append((self.num_timesteps, *evaluate(run.eval_episodes)))
                 # The curve so far, for a run stopped before its end (never read back: a restart reruns it)
-                steps, means, stds = (list(values) for values in zip(*curve, strict=True))
                 elapsed = time.perf_counter() - start
-                record = dict(task=run.task, agent=run.agent, seed=run.seed, timesteps=run.timesteps, eval_steps=steps,
-                              eval_means=means, eval_stds=stds, wall_time_so_far=elapsed)  # fmt: skip
+                record = dict(task=run.task, agent=run.agent, seed=run.seed, timesteps=run.timesteps,
+                              **curve_fields(), wall_time_so_far=elapsed)  # fmt: skip
                 progress.parent.mkdir(parents=True, exist_ok=True)
                 progress.write_text(json.dumps(record, indent=1) + "\n")
             return True
@@ -333,9 +336,7 @@ def run_one(run: Run, path: Path) -> dict[str, Any]:
         eval_freq=run.eval_freq,
         eval_episodes=run.eval_episodes,
         deterministic_eval=run.deterministic,
-        eval_steps=[step for step, _, _ in curve],
-        eval_means=[mean for _, mean, _ in curve],
-        eval_stds=[std for _, _, std in curve],
+        **curve_fields(),
         final_mean=final[0],
         final_std=final[1],
         final_eval_episodes=run.final_eval_episodes or run.eval_episodes,
