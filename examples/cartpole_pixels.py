@@ -127,14 +127,15 @@ def make_pixel_cartpole(
 
 def agent_settings(overrides: dict[str, Any]) -> dict[str, harness.Settings]:
     """
-    :param overrides: ``--hyperparams``
+    :param overrides: ``--hyperparams``; a ``policy_kwargs`` among them is merged into the example's (the small CNN
+        stays unless it names another extractor)
     :return: The settings of each agent: drqn.yml's CartPole-v1 entry with the small CNN and ``PIXEL_OVERRIDES``,
         and DQN matched to it
     """
     cnn = dict(features_extractor_class=SmallCNN, features_extractor_kwargs=dict(features_dim=128))
     entry = harness.load_settings("drqn", ENV_ID)
-    policy_kwargs = dict(entry.kwargs["policy_kwargs"], **cnn)
-    drqn = harness.load_settings("drqn", ENV_ID, dict(PIXEL_OVERRIDES, policy_kwargs=policy_kwargs) | overrides)
+    policy_kwargs = dict(entry.kwargs["policy_kwargs"], **cnn, **overrides.get("policy_kwargs", {}))
+    drqn = harness.load_settings("drqn", ENV_ID, dict(PIXEL_OVERRIDES) | overrides | dict(policy_kwargs=policy_kwargs))
     return dict(drqn=drqn, dqn=harness.matched_dqn_settings(drqn, policy="CnnPolicy"))
 
 

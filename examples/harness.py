@@ -163,7 +163,9 @@ def matched_dqn_settings(drqn: Settings, policy: str = "MlpPolicy") -> Settings:
     raw["batch_size"] = drqn.kwargs["batch_size"] * drqn.kwargs["sequence_length"]
     recurrent = drqn.kwargs.get("policy_kwargs", {})
     policy_kwargs = {
-        key: value for key, value in recurrent.items() if key not in ("lstm_hidden_size", "n_lstm_layers", "rnn_type")
+        key: value
+        for key, value in recurrent.items()
+        if key not in ("lstm_hidden_size", "n_lstm_layers", "rnn_type", "normalize_features", "dueling")
     }
     policy_kwargs["net_arch"] = [recurrent.get("lstm_hidden_size", 128), *recurrent.get("net_arch", [])]
     raw.update(policy=policy, policy_kwargs=policy_kwargs)

@@ -173,3 +173,49 @@ def test_features_are_sb3s(policy_class, space, kwargs):
     q_net = policy.q_net
     expected = BasePolicy.extract_features(q_net, obs, q_net.features_extractor)
     assert th.equal(q_net.extract_features(obs, q_net.features_extractor), expected)
+
+
+@pytest.mark.parametrize("policy_class,space", CASES)
+def test_normalized_features_reach_the_recurrent_layer_on_every_path(policy_class, space, tmp_path):
+    from sb3_drqn import RecurrentDQN
+
+    policy = make_policy(policy_class, space, normalize_features=True)
+    assert (
+        isinstance(policy.q_net.features_norm, th.nn.LayerNorm)
+        and make_policy(policy_class, space).q_net.features_norm is None
+    )
+    gen = th.Generator().manual_seed(1)
+    obs = random_obs(space, (4, 3), gen)
+    with th.no_grad():
+        features = policy.q_net.extract_sequence_features(obs)
+        # The norm's gain and bias start at 1 and 0: each step's features have mean 0 and variance 1 (less its eps)
+        th.testing.assert_close(features.mean(-1), th.zeros(4, 3), atol=1e-5, rtol=0)
+        th.testing.assert_close(features.var(-1, unbiased=False), th.ones(4, 3), atol=1e-2, rtol=0)  # eps=1e-5
+        # Burn-in features of the valid steps only (a CNN's steps are selected) are the same features
+        lengths = th.tensor([4, 1, 0])
+        burn_in = policy.q_net.burn_in_features(obs, lengths)
+        for i, length in enumerate(lengths.tolist()):
+            th.testing.assert_close(burn_in[:length, i], features[:length, i])
+        # Acting step by step gives the sequence's Q-values
+        state = policy.q_net.initial_state(3)
+        q_sequence, _ = policy.q_net(obs, state, th.zeros(4, 3))
+        q_steps = []
+        for t in range(4):
+            q, state = policy.q_net(index_obs(obs, t), state, th.zeros(3))
+            q_steps.append(q)
+        th.testing.assert_close(q_sequence, th.stack(q_steps), atol=1e-5, rtol=1e-5)
+    # The option is saved with the model, and the norm's parameters with the weights
+    if policy_class is MlpLstmPolicy:
+        from sb3_drqn.common.envs import CueMemoryEnv
+
+        model = RecurrentDQN("MlpLstmPolicy", CueMemoryEnv(), policy_kwargs=dict(normalize_features=True), seed=0)
+        with th.no_grad():
+            model.q_net.features_norm.weight.mul_(3.0)
+        model.save(tmp_path / "model")
+        loaded = RecurrentDQN.load(tmp_path / "model")
+        assert isinstance(loaded.q_net.features_norm, th.nn.LayerNorm)
+        th.testing.assert_close(loaded.q_net.features_norm.weight, model.q_net.features_norm.weight)
+        observation = np.random.default_rng(0).random((5, *CueMemoryEnv().observation_space.shape)).astype(np.float32)
+        np.testing.assert_array_equal(
+            model.predict(observation, deterministic=True)[0], loaded.predict(observation, deterministic=True)[0]
+        )

@@ -133,6 +133,7 @@ class RecurrentQNetwork(BasePolicy):
     :param activation_fn: Activation function of the head
     :param normalize_images: Whether to normalize images or not, dividing by 255.0 (True by default)
     :param dueling: Use a dueling head (value and advantage streams, each with the layers ``net_arch``)
+    :param normalize_features: Normalise the features (``nn.LayerNorm``) before the recurrent layer
     """
 
     action_space: spaces.Discrete
@@ -150,6 +151,7 @@ class RecurrentQNetwork(BasePolicy):
         activation_fn: type[nn.Module] = nn.ReLU,
         normalize_images: bool = True,
         dueling: bool = False,
+        normalize_features: bool = False,
     ) -> None:
         super().__init__(
             observation_space,
@@ -173,6 +175,7 @@ class RecurrentQNetwork(BasePolicy):
             self.q_net = DuelingHead(lstm_hidden_size, int(self.action_space.n), net_arch, activation_fn)
         else:
             self.q_net = nn.Sequential(*create_mlp(lstm_hidden_size, int(self.action_space.n), net_arch, activation_fn))
+        self.features_norm = nn.LayerNorm(self.features_dim) if normalize_features else None
         self.features_extractor_is_cheap = next(iter(features_extractor.parameters()), None) is None
         # SB3's preprocess_obs decides on every call whether a Box is an image (comparing all its bounds with 0 and
         # 255 for image shapes): decided once here for Box spaces (None: other spaces, left to SB3)
@@ -182,10 +185,15 @@ class RecurrentQNetwork(BasePolicy):
         )
 
     def extract_features(self, obs: PyTorchObs, features_extractor: BaseFeaturesExtractor) -> th.Tensor:
-        """SB3's ``extract_features`` (preprocessing, then the extractor), with the image test made once."""
+        """
+        SB3's ``extract_features`` (preprocessing, then the extractor), with the image test made once, then the
+        features' normalisation where there is one (``normalize_features``).
+        """
         if self._scale_box is None or not isinstance(obs, th.Tensor):
-            return super().extract_features(obs, features_extractor)
-        return features_extractor(obs.float() / 255.0 if self._scale_box else obs.float())
+            features = super().extract_features(obs, features_extractor)
+        else:
+            features = features_extractor(obs.float() / 255.0 if self._scale_box else obs.float())
+        return features if self.features_norm is None else self.features_norm(features)
 
     @property
     def device(self) -> th.device:
@@ -518,6 +526,10 @@ class RecurrentDQNPolicy(BasePolicy):
     :param activation_fn: Activation function
     :param dueling: Use a dueling head (R2D2): value and advantage streams, each with the layers ``net_arch``,
         combined as ``Q = V + A - mean(A)``
+    :param normalize_features: Normalise the features extractor's output (``nn.LayerNorm``, with a gain and a
+        bias) before the recurrent layer. For pixels: on CartPole's white frames a CNN's features grew large and
+        alike, saturating the LSTM's gates, and the greedy action became the same on every frame
+        (``examples/results/cartpole_pixels_diag``)
     :param features_extractor_class: Features extractor to use (``None``: ``default_features_extractor_class``,
         ``FlattenExtractor``; ``NatureCNN`` for :class:`CnnLstmPolicy`, ``CombinedExtractor`` for
         :class:`MultiInputLstmPolicy`)
@@ -548,6 +560,7 @@ class RecurrentDQNPolicy(BasePolicy):
         net_arch: list[int] | None = None,
         activation_fn: type[nn.Module] = nn.ReLU,
         dueling: bool = False,
+        normalize_features: bool = False,
         features_extractor_class: type[BaseFeaturesExtractor] | None = None,
         features_extractor_kwargs: dict[str, Any] | None = None,
         normalize_images: bool = True,
@@ -594,6 +607,7 @@ class RecurrentDQNPolicy(BasePolicy):
             "activation_fn": self.activation_fn,
             "normalize_images": normalize_images,
             "dueling": dueling,
+            "normalize_features": normalize_features,
         }
         self._build(lr_schedule)
 
@@ -713,6 +727,7 @@ class RecurrentDQNPolicy(BasePolicy):
                 net_arch=self.net_args["net_arch"],
                 activation_fn=self.net_args["activation_fn"],
                 dueling=self.net_args["dueling"],
+                normalize_features=self.net_args["normalize_features"],
                 lr_schedule=self._dummy_schedule,  # dummy lr schedule, not needed for loading policy alone
                 optimizer_class=self.optimizer_class,
                 optimizer_kwargs=self.optimizer_kwargs,
