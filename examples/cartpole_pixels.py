@@ -19,9 +19,11 @@ frame).
 Settings: drqn uses the ``CartPole-v1`` entry of sb3-drqn's ``drqn.yml`` with a small CNN in front of the LSTM
 (two convolutions and a 128-unit layer, see :class:`SmallCNN`: the Nature CNN would cost several times more per
 update on a CPU), a 50k-step replay buffer, and 32 windows per update every 8 steps instead of 64 every 4
-(``PIXEL_OVERRIDES``: chosen for CPU cost before any run); dqn uses the same settings where they apply, with the
-same CNN, a dense layer as wide as drqn's LSTM in place of it, and batches of ``batch_size x sequence_length``
-transitions so that both learn from as many steps per update. Evaluation: 5 greedy episodes every 5,000 steps
+(``PIXEL_OVERRIDES``: chosen for CPU cost before any run), and a LayerNorm on the CNN's features before the LSTM
+(``PIXEL_POLICY_KWARGS``: ``normalize_features=True``, tuned on this example: see docs/examples.md); dqn uses the
+same settings where they apply, with the same CNN (ending with the same LayerNorm), a dense layer as wide as
+drqn's LSTM in place of the LSTM, and batches of ``batch_size x sequence_length`` transitions so that both learn
+from as many steps per update. Evaluation: 5 greedy episodes every 5,000 steps
 (``--eval-freq``) and at the end.
 
 Budget: measured with two other runs on a 2-core machine, once learning: drqn about 37 and dqn about 52 env steps
@@ -58,6 +60,10 @@ BAND_SHAPE = (36, 120)
 # CNN policy, a smaller buffer, and half the entry's windows per update, half as often (an update of 64 windows of
 # 10 steps after a 10-step burn-in puts about 2,700 frames through the CNNs: about 0.23 s on one core at 36x120)
 PIXEL_OVERRIDES = dict(policy="CnnLstmPolicy", buffer_size=BUFFER_SIZE, batch_size=32, train_freq=8)
+# Tuned on this example (docs/examples.md): a LayerNorm on the CNN's features before the LSTM. Without it, on
+# CartPole's white frames the features grew large and alike and saturated the LSTM's gates (every run collapsed to
+# one action); with it, white frames learn and inverted ones learn faster
+PIXEL_POLICY_KWARGS = dict(normalize_features=True)
 
 
 class SmallCNN(BaseFeaturesExtractor):
@@ -67,9 +73,11 @@ class SmallCNN(BaseFeaturesExtractor):
 
     :param observation_space: Image observation space, channels first
     :param features_dim: Number of features
+    :param layer_norm: End with a ``LayerNorm`` of the features (DQN's counterpart of RecurrentDQN's
+        ``normalize_features``, so that both agents have the same network in front of their recurrent or dense layer)
     """
 
-    def __init__(self, observation_space: spaces.Box, features_dim: int = 128) -> None:
+    def __init__(self, observation_space: spaces.Box, features_dim: int = 128, layer_norm: bool = False) -> None:
         super().__init__(observation_space, features_dim)
         n_channels = observation_space.shape[0]
         self.cnn = nn.Sequential(
@@ -82,9 +90,10 @@ class SmallCNN(BaseFeaturesExtractor):
         with th.no_grad():
             n_flatten = self.cnn(th.as_tensor(observation_space.sample()[None]).float()).shape[1]
         self.linear = nn.Sequential(nn.Linear(n_flatten, features_dim), nn.ReLU())
+        self.norm = nn.LayerNorm(features_dim) if layer_norm else nn.Identity()
 
     def forward(self, observations: th.Tensor) -> th.Tensor:
-        return self.linear(self.cnn(observations))
+        return self.norm(self.linear(self.cnn(observations)))
 
 
 def make_pixel_cartpole(
@@ -134,9 +143,13 @@ def agent_settings(overrides: dict[str, Any]) -> dict[str, harness.Settings]:
     """
     cnn = dict(features_extractor_class=SmallCNN, features_extractor_kwargs=dict(features_dim=128))
     entry = harness.load_settings("drqn", ENV_ID)
-    policy_kwargs = dict(entry.kwargs["policy_kwargs"], **cnn, **overrides.get("policy_kwargs", {}))
+    policy_kwargs = entry.kwargs["policy_kwargs"] | cnn | PIXEL_POLICY_KWARGS | overrides.get("policy_kwargs", {})
     drqn = harness.load_settings("drqn", ENV_ID, dict(PIXEL_OVERRIDES) | overrides | dict(policy_kwargs=policy_kwargs))
-    return dict(drqn=drqn, dqn=harness.matched_dqn_settings(drqn, policy="CnnPolicy"))
+    # DQN gets the same LayerNorm at the end of its CNN
+    layer_norm = bool(policy_kwargs.get("normalize_features", False))
+    extractor_kwargs = dict(policy_kwargs["features_extractor_kwargs"], layer_norm=layer_norm)
+    dqn = harness.matched_dqn_settings(drqn, "CnnPolicy", dict(features_extractor_kwargs=extractor_kwargs))
+    return dict(drqn=drqn, dqn=dqn)
 
 
 def main(argv: list[str] | None = None) -> None:

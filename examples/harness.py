@@ -147,13 +147,17 @@ def load_settings(algo: str, entry: str, overrides: dict[str, Any] | None = None
     return convert(algo, entries[entry], f"{path.name}:{entry}", overrides)
 
 
-def matched_dqn_settings(drqn: Settings, policy: str = "MlpPolicy") -> Settings:
+def matched_dqn_settings(
+    drqn: Settings, policy: str = "MlpPolicy", policy_kwargs_overrides: dict[str, Any] | None = None
+) -> Settings:
     """
     SB3 DQN with RecurrentDQN's settings where they apply: as many steps per update (``batch_size x
     sequence_length`` transitions) and a dense layer as wide as the recurrent one in its place.
 
     :param drqn: RecurrentDQN's settings
     :param policy: DQN's policy
+    :param policy_kwargs_overrides: Entries of DQN's ``policy_kwargs`` to set after matching (e.g. its
+        extractor's counterpart of an option only RecurrentDQN's policy has)
     :return: DQN's settings
     """
     from stable_baselines3 import DQN
@@ -168,6 +172,7 @@ def matched_dqn_settings(drqn: Settings, policy: str = "MlpPolicy") -> Settings:
         if key not in ("lstm_hidden_size", "n_lstm_layers", "rnn_type", "normalize_features", "dueling")
     }
     policy_kwargs["net_arch"] = [recurrent.get("lstm_hidden_size", 128), *recurrent.get("net_arch", [])]
+    policy_kwargs.update(policy_kwargs_overrides or {})
     raw.update(policy=policy, policy_kwargs=policy_kwargs)
     # RecurrentDQN's overrides are recorded with DQN's too (those DQN takes as they are)
     overrides = {key: value for key, value in drqn.overrides.items() if key not in ("policy", "policy_kwargs", "batch_size")}

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch as th
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -87,6 +88,34 @@ def test_cartpole_pixel_frames():
     np.testing.assert_array_equal(original_obs, 255 - band_obs)
     with pytest.raises(ValueError, match="frame must be one of"):
         make_pixel_cartpole(frame="crop")
+
+
+@pytest.mark.parametrize("normalized", [True, False])
+def test_cartpole_pixels_agents_have_the_same_network_in_front(monkeypatch, normalized):
+    # drqn's features are normalised (normalize_features) by default; DQN's SmallCNN then ends with the same
+    # LayerNorm, and turning the option off turns both off
+    monkeypatch.syspath_prepend(str(EXAMPLES))
+    import cartpole_pixels
+    from stable_baselines3 import DQN
+    from stable_baselines3.common.env_util import make_vec_env
+
+    from sb3_drqn import RecurrentDQN
+
+    overrides = {} if normalized else dict(policy_kwargs=dict(normalize_features=False))
+    settings = cartpole_pixels.agent_settings(overrides)
+    env = make_vec_env(cartpole_pixels.make_pixel_cartpole, n_envs=1, seed=0)
+    drqn = RecurrentDQN(settings["drqn"].policy, env, **(settings["drqn"].kwargs | dict(buffer_size=100)))
+    dqn = DQN(settings["dqn"].policy, env, **(settings["dqn"].kwargs | dict(buffer_size=100)))
+    obs = th.as_tensor(drqn.env.reset())  # channels first (SB3's VecTransposeImage)
+    with th.no_grad():
+        drqn_features = drqn.q_net.extract_features(obs, drqn.q_net.features_extractor)
+        dqn_features = dqn.q_net.extract_features(obs, dqn.q_net.features_extractor)
+    for features in (drqn_features, dqn_features):  # variance below 1 by LayerNorm's eps where the raw spread is small
+        assert features.shape == (1, 128)
+        if normalized:
+            assert abs(float(features.mean())) < 1e-5 and abs(float(features.var(unbiased=False)) - 1) < 0.1
+    assert (drqn.q_net.features_norm is not None) == normalized
+    assert isinstance(dqn.q_net.features_extractor.norm, th.nn.LayerNorm) == normalized
 
 
 @pytest.mark.slow
