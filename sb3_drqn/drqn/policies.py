@@ -359,9 +359,10 @@ class RecurrentQNetwork(BasePolicy):
         n_steps = first_array(obs).shape[0]
         if self.features_extractor_is_cheap:
             return self.extract_sequence_features(obs)
-        valid = (th.arange(n_steps)[:, None] < lengths[None, :]).to(self.device)
-        if bool(valid.all()):
+        valid = th.arange(n_steps)[:, None] < lengths[None, :]
+        if bool(valid.all()):  # on the CPU: no wait for the device
             return self.extract_sequence_features(obs)
+        valid = valid.to(self.device)
         selected: PyTorchObs = {key: value[valid] for key, value in obs.items()} if isinstance(obs, dict) else obs[valid]
         valid_features = self.extract_features(selected, self.features_extractor)
         features = valid_features.new_zeros((*valid.shape, valid_features.shape[-1]))
