@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--plot", type=Path, default=REPO / "docs" / "images" / "ablation.png")
     args = harness.parse_args(parser, argv)
     runs = [make_run(task, option, seed, args) for task in args.tasks for seed in args.seeds for option in args.algos]
-    results = harness.run_all(runs, args.out_dir, args.n_procs)
+    results = harness.run_all(runs, args.out_dir, args.n_procs, args.summary_only)
     summary = harness.summarize(results, args.bootstrap)
     lines = [
         "| task | option | final return, IQM [95% CI] | mean return over the run, IQM [95% CI] | final per seed | time (s) |",

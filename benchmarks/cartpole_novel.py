@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> None:
         for agent in agents
         for seed in args.seeds
     ]
-    results = harness.run_all(runs, args.out_dir, args.n_procs)
+    results = harness.run_all(runs, args.out_dir, args.n_procs, args.summary_only)
     summary = harness.summarize(results)[ENV_ID]
     table = format_table(summary, results)
     harness.write_results(args.out_dir, "cartpole_novel", results, summary, table)

@@ -336,7 +336,6 @@ def main(argv: list[str] | None = None) -> None:
         "--candidate", choices=list(CANDIDATES), default="default", help="drqn's setting (default: %(default)s)"
     )
     parser.add_argument("--screen", action="store_true", help="screen a candidate: seed 0, 50k steps, the 8 tuning tasks")
-    parser.add_argument("--summary-only", action="store_true", help="no run: summarise the finished ones")
     parser.add_argument("--measure-random", action="store_true", help="measure the random policy's returns, write tasks.json")
     parser.add_argument("--random-episodes", type=int, default=1000, help="episodes per task for --measure-random")
     parser.add_argument("--tasks-file", type=Path, default=OUT_DIR / "tasks.json", help="split, random and max returns")

@@ -94,7 +94,6 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--screen", action="store_true", help="phase 1: DQN 1 frame vs 4 frames, seeds 0 1, 150k steps")
     parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=None, help="variants (default: all or CHOSEN)")
-    parser.add_argument("--summary-only", action="store_true", help="no run: summarise the finished ones")
     parser.add_argument("--plot", type=Path, default=REPO / "docs" / "images" / "minatar.png", help="PNG output")
     given = sys.argv[1:] if argv is None else argv
     if "--screen" in given:

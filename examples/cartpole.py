@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> None:
             for agent in args.algos
             for seed in args.seeds
         ]
-    results = harness.run_all(runs, args.out_dir, args.n_procs)
+    results = harness.run_all(runs, args.out_dir, args.n_procs, args.summary_only)
     summary = harness.summarize(results)
     harness.write_results(args.out_dir, NAME, results, summary, harness.results_table(summary, solved=475.0))
     title = "DRQN (MlpLstmPolicy, drqn.yml) vs DQN (zoo's tuned CartPole-v1 settings)"

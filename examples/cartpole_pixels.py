@@ -185,7 +185,7 @@ def main(argv: list[str] | None = None) -> None:
         for agent in args.algos
         for seed in args.seeds
     ]
-    results = harness.run_all(runs, args.out_dir, args.n_procs)
+    results = harness.run_all(runs, args.out_dir, args.n_procs, args.summary_only)
     summary = harness.summarize(results)
     harness.write_results(args.out_dir, NAME, results, summary, harness.results_table(summary, solved=475.0))
     size = "x".join(map(str, BAND_SHAPE if args.frame == "band" else (args.frame_size, args.frame_size)))

@@ -361,14 +361,15 @@ def run_one(run: Run, path: Path) -> dict[str, Any]:
     return result
 
 
-def run_all(runs: Sequence[Run], out_dir: Path, n_procs: int = 1) -> list[dict[str, Any]]:
+def run_all(runs: Sequence[Run], out_dir: Path, n_procs: int = 1, summary_only: bool = False) -> list[dict[str, Any]]:
     """
     Run every run not yet written to ``<out_dir>/run_results/<task>__<agent>__seed<k>.json``, ``n_procs`` at a time.
 
     :param runs: The runs, in the order to start them
     :param out_dir: Output folder of the script
     :param n_procs: Runs in parallel (processes); 1 runs them in this process
-    :return: The results, in the order of ``runs``
+    :param summary_only: Run nothing: return the finished runs only (``--summary-only``)
+    :return: The results, in the order of ``runs`` (with ``summary_only``, of the finished ones)
     """
     runs_dir = out_dir / RUN_FILES
     paths = [runs_dir / f"{run.name}.json" for run in runs]
@@ -384,6 +385,9 @@ def run_all(runs: Sequence[Run], out_dir: Path, n_procs: int = 1) -> list[dict[s
         if changed:
             raise ValueError(f"{paths[i]} was made with other {', '.join(changed)}: move it away to rerun {runs[i].name}")
     todo = [i for i in range(len(runs)) if i not in results]
+    if summary_only:
+        print(f"{len(results)} of {len(runs)} runs done in {runs_dir}; summarising those only", flush=True)
+        return [results[i] for i in sorted(results)]
     print(f"{len(results)} of {len(runs)} runs already done in {runs_dir}; {len(todo)} to run", flush=True)
     start = time.perf_counter()
 
@@ -572,6 +576,7 @@ def make_parser(
     )
     parser.add_argument("--device", default="auto", help="torch device (default: %(default)s)")
     parser.add_argument("--smoke", action="store_true", help=f"tiny budget to check the script: {SMOKE}, {SMOKE_OVERRIDES}")
+    parser.add_argument("--summary-only", action="store_true", help="no run: summarise the finished ones")
     return parser
 
 

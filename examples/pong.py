@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> None:
         for seed in args.seeds
     ]
     name = f"{NAME}_flickering" if args.flickering else NAME
-    results = harness.run_all(runs, args.out_dir, args.n_procs)
+    results = harness.run_all(runs, args.out_dir, args.n_procs, args.summary_only)
     summary = harness.summarize(results)
     harness.write_results(args.out_dir, name, results, summary, harness.results_table(summary))
     title = "DRQN (1 frame, GRU) vs DQN (1 frame) vs DQN (4 frames), AtariWrapper" + (

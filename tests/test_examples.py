@@ -62,6 +62,10 @@ def test_finished_runs_are_skipped(tmp_path):
     before = run_file.read_text()
     output = run_example("cartpole.py", *args).stdout
     assert "1 of 1 runs already done" in output and run_file.read_text() == before
+    # --summary-only runs nothing: the summary holds the finished run, and seed 1 is not started
+    output = run_example("cartpole.py", *args, "--seeds", "0", "1", "--summary-only").stdout
+    assert "1 of 2 runs done" in output and not (tmp_path / "run_results" / "CartPole-v1__dqn__seed1.json").exists()
+    assert [run["seed"] for run in json.loads((tmp_path / "cartpole.json").read_text())["runs"]] == [0]
 
 
 @pytest.mark.slow
