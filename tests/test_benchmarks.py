@@ -220,9 +220,10 @@ def test_pixel_probe_gradient_norms():
     finally:
         sys.path.remove(str(BENCHMARKS))
     norms = gradient_norms(steps=1010, updates=1)
-    # Every part of each online network got a gradient
+    # Every part of each online network got a gradient (drqn's normalised features have their own LayerNorm;
+    # DQN's SmallCNN carries the same LayerNorm as its own part)
     gradients = {agent: {key for key in parts if not key.startswith("relative change")} for agent, parts in norms.items()}
-    assert gradients["drqn"] == {"features_extractor.cnn", "features_extractor.linear", "rnn", "q_net"}
-    assert gradients["dqn"] == {"features_extractor.cnn", "features_extractor.linear", "q_net"}
+    assert gradients["drqn"] == {"features_extractor.cnn", "features_extractor.linear", "features_norm", "rnn", "q_net"}
+    assert gradients["dqn"] == {"features_extractor.cnn", "features_extractor.linear", "features_extractor.norm", "q_net"}
     assert all(value > 0 for parts in norms.values() for value in parts.values())
     assert "relative change of features_extractor.cnn.0.weight" in norms["drqn"]
