@@ -2,14 +2,34 @@
 
 import itertools
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch as th
+from gymnasium import spaces
 from stable_baselines3.common.envs import FakeImageEnv
+from stable_baselines3.common.policies import BasePolicy
+from stable_baselines3.common.vec_env import DummyVecEnv
 
 from sb3_drqn import RecurrentDQN
 from sb3_drqn.common.envs import CueMemoryEnv
 from sb3_drqn.drqn.policies import native_cpu_rnn
+
+
+class BoxObservationEnv(gym.Env):
+    """Observations drawn from any Box, two actions, episodes of 5 steps (only the spaces matter)."""
+
+    def __init__(self, observation_space: spaces.Box) -> None:
+        self.observation_space, self.action_space = observation_space, spaces.Discrete(2)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return self.observation_space.sample(), {}
+
+    def step(self, action):
+        self.t += 1
+        return self.observation_space.sample(), 0.0, False, self.t >= 5, {}
 
 
 def trained_model(rnn_type: str, **kwargs) -> RecurrentDQN:
@@ -47,7 +67,7 @@ def test_one_call_window_q_values_equal_the_general_path(rnn_type, stride):
     short = lengths < buffer.max_burn_in
     starts_at_zero = all(bool((component[:, short] == 0).all()) for component in state)
     assert starts_at_zero == (stride == 1)
-    assert q_net._can_hold_before(short, state) == (rnn_type == "gru" or stride == 1)
+    assert q_net._can_hold_before(short.numpy(), state) == (rnn_type == "gru" or stride == 1)
     calls = []
     right_aligned = q_net._right_aligned_q_values
     q_net._right_aligned_q_values = lambda *args: calls.append(1) or right_aligned(*args)
@@ -156,3 +176,21 @@ def test_burn_in_features_of_a_cheap_extractor_take_every_step(rnn_type):
     image_env = FakeImageEnv(screen_height=36, screen_width=36, n_channels=1, discrete=True)
     image_model = RecurrentDQN("CnnLstmPolicy", image_env, buffer_size=100, policy_kwargs=dict(lstm_hidden_size=8))
     assert not image_model.q_net.features_extractor_is_cheap
+
+
+@pytest.mark.parametrize("normalize_features", [False, True])
+def test_sequence_features_of_a_flatten_extractor_equal_sb3s(normalize_features):
+    # SB3's FlattenExtractor on a Box is taken as one flatten of every step, skipping the module: the features equal
+    # SB3's own preprocessing and extractor applied to each step (here a 2-D Box and an image Box, scaled by 255)
+    for space in (spaces.Box(-1.0, 1.0, (3, 2)), spaces.Box(0, 255, (1, 36, 36), dtype=np.uint8)):
+        env = DummyVecEnv([lambda space=space: BoxObservationEnv(space)])
+        # The image Box keeps the flatten extractor (an MLP on pixels) to test the scaling
+        policy_kwargs = dict(lstm_hidden_size=8, normalize_features=normalize_features)
+        q_net = RecurrentDQN("MlpLstmPolicy", env, buffer_size=100, policy_kwargs=policy_kwargs).q_net
+        assert q_net._flatten_box
+        obs = th.as_tensor(np.stack([[space.sample() for _ in range(4)] for _ in range(3)]))
+        fast = q_net.extract_sequence_features(obs)
+        features = BasePolicy.extract_features(q_net, obs.flatten(0, 1), q_net.features_extractor)
+        if normalize_features:
+            features = q_net.features_norm(features)
+        th.testing.assert_close(fast, features.reshape(3, 4, -1), rtol=0, atol=0)

@@ -83,16 +83,14 @@ def n_step_targets(
     :return: The targets (meaningless where the mask is 0)
     """
 
-    def ahead(tensor: th.Tensor) -> th.Tensor:
-        # (L, batch, n_steps + 1): tensor[k + i] at [k, :, i], zeros past the window (a view of one padded copy)
-        padded = th.cat([tensor, tensor.new_zeros((n_steps, *tensor.shape[1:]))])
-        return padded.unfold(0, n_steps + 1, 1)
-
+    # ahead[j][k, :, i]: input j at step k + i, zeros past the window (views of one padded copy of the four inputs)
+    inputs = th.stack([mask, rewards, terminations, next_q_values])
+    padded = th.cat([inputs, inputs.new_zeros((4, n_steps - 1, *rewards.shape[1:]))], dim=1)
+    mask_ahead, rewards_ahead, terminations_ahead, next_q_ahead = padded.unfold(1, n_steps, 1)
     # run[k, :, i]: steps k .. k + i are all valid; ends[k, :, i]: and step k + i + 1 is not (the return stops there)
-    run = ahead(mask)[..., :n_steps].cumprod(dim=-1)
+    run = mask_ahead.cumprod(dim=-1)
     ends = run - th.nn.functional.pad(run[..., 1:], (0, 1))
     discounts = rewards.new_tensor([gamma**i for i in range(n_steps + 1)])
-    returns = (run * ahead(rewards)[..., :n_steps] * discounts[:n_steps]).sum(dim=-1)
-    alive = 1.0 - ahead(terminations)[..., :n_steps]
-    bootstrap = (ends * discounts[1:] * alive * ahead(next_q_values)[..., :n_steps]).sum(dim=-1)
+    returns = (run * rewards_ahead * discounts[:n_steps]).sum(dim=-1)
+    bootstrap = (ends * discounts[1:] * (1.0 - terminations_ahead) * next_q_ahead).sum(dim=-1)
     return returns + bootstrap

@@ -487,19 +487,20 @@ class RecurrentDQN(RandomStateSavingAlgorithm, ReplayBufferFileAlgorithm, OffPol
                 self.replay_buffer.update_priorities(replay_data.leaf_indices, priorities.cpu().numpy())
 
             with th.no_grad():
-                n_valid = replay_data.mask.sum()
-                q_mean = (current_q_values * replay_data.mask).sum() / n_valid.clamp(min=1.0)
-                stats.append(th.stack([loss.detach(), q_mean, n_valid / replay_data.mask.numel()]))
+                mask = replay_data.mask
+                stats.append(th.stack([loss.detach(), (current_q_values * mask).sum(), mask.sum()]))
 
         # Increase update counter
         self._n_updates += gradient_steps
 
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
         if stats:
-            loss_mean, q_mean_mean, valid_fraction = th.stack(stats).mean(dim=0).tolist()
-            self.logger.record("train/loss", loss_mean)
-            self.logger.record("train/q_mean", q_mean_mean)
-            self.logger.record("train/valid_step_fraction", valid_fraction)
+            # Per gradient step: the loss, the mean Q-value of the valid steps, the fraction of valid steps
+            loss, q_sum, n_valid = th.stack(stats).T
+            means = th.stack([loss, q_sum / n_valid.clamp(min=1.0), n_valid / mask.numel()]).mean(dim=1).tolist()
+            self.logger.record("train/loss", means[0])
+            self.logger.record("train/q_mean", means[1])
+            self.logger.record("train/valid_step_fraction", means[2])
         if prioritized:
             self.logger.record("train/importance_sampling_exponent", beta)
 

@@ -1,3 +1,4 @@
+import functools
 import itertools
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -114,6 +115,27 @@ def native_cpu_rnn(device: th.device, n_steps: int) -> Iterator[None]:
         th._C._set_mkldnn_enabled(True)
 
 
+@functools.cache
+def _saturating_column(rnn_type: str, hidden_size: int, dtype: th.dtype, device: th.device) -> th.Tensor:
+    """
+    The input weights of :meth:`RecurrentQNetwork._held_rnn`'s extra input (made once per shape, never changed): they
+    saturate an LSTM's input gate to 0 and forget gate to 1, a GRU's update gate to 1 (gate order of ``nn.LSTM``:
+    input, forget, cell, output; of ``nn.GRU``: reset, update, new).
+    """
+    with th.inference_mode(False), th.no_grad():  # a plain tensor, whichever mode the first call is made in
+        saturate = th.zeros((4 if rnn_type == "lstm" else 3) * hidden_size, 1, dtype=dtype, device=device)
+        if rnn_type == "lstm":
+            saturate[:hidden_size] = -1e4
+        saturate[hidden_size : 2 * hidden_size] = 1e4
+    return saturate
+
+
+def _to_device(array: np.ndarray, like: th.Tensor, dtype: th.dtype | None = None) -> th.Tensor:
+    """A small NumPy array built on the host (an index or a mask), as a tensor on ``like``'s device, of ``like``'s
+    dtype unless ``dtype`` is given."""
+    return th.from_numpy(np.ascontiguousarray(array)).to(device=like.device, dtype=like.dtype if dtype is None else dtype)
+
+
 class RecurrentQNetwork(BasePolicy):
     """
     Recurrent action-value network: features extractor, recurrent layer (LSTM or GRU), then an MLP head.
@@ -183,6 +205,7 @@ class RecurrentQNetwork(BasePolicy):
         self._scale_box: bool | None = (
             bool(self.normalize_images and is_image_space(space)) if isinstance(space, spaces.Box) else None
         )
+        self._flatten_box = bool(self._scale_box is not None and space.shape and type(features_extractor) is FlattenExtractor)
 
     def extract_features(self, obs: PyTorchObs, features_extractor: BaseFeaturesExtractor) -> th.Tensor:
         """
@@ -256,6 +279,10 @@ class RecurrentQNetwork(BasePolicy):
         :param obs: Time-major observations ``(time, batch, *obs_shape)`` (or a dict of them)
         :return: Features ``(time, batch, features_dim)``
         """
+        if self._flatten_box and isinstance(obs, th.Tensor):
+            # SB3's FlattenExtractor (no parameters) on a Box: the same values as flattening every step, in one call
+            features = (obs.float() / 255.0 if self._scale_box else obs.float()).flatten(2)
+            return features if self.features_norm is None else self.features_norm(features)
         if isinstance(obs, dict):
             leading = first_array(obs).shape[:2]
             flat_obs: PyTorchObs = {key: value.flatten(0, 1) for key, value in obs.items()}
@@ -286,10 +313,10 @@ class RecurrentQNetwork(BasePolicy):
         :param lengths: ``(batch,)`` number of burn-in steps of each sequence (may be 0), on the CPU
         :return: The state after each sequence's burn-in
         """
-        n_steps = features.shape[0]
-        if n_steps == 0 or not bool((lengths > 0).any()):
+        n_steps, counts = features.shape[0], lengths.numpy()  # the tests below in NumPy: no tensor operation each
+        if n_steps == 0 or not (counts > 0).any():
             return state
-        if bool((lengths == n_steps).all()):
+        if (counts == n_steps).all():
             return self._run_rnn(features, state)[1]
         if self.n_lstm_layers > 1:
             # Lower layers' per-step states are not returned: the packed call (native kernels) stops each sequence
@@ -297,7 +324,9 @@ class RecurrentQNetwork(BasePolicy):
             new_state = self._run_rnn(packed, state)[1]
         else:
             new_state = self._ragged_burn_in(features, state, lengths)
-        has_burn_in = (lengths > 0).to(self.device).view(1, -1, 1)
+        if counts.all():
+            return new_state
+        has_burn_in = th.from_numpy(counts > 0).to(self.device).view(1, -1, 1)
         return tuple(th.where(has_burn_in, new, old) for new, old in zip(new_state, state, strict=True))
 
     def _ragged_burn_in(self, features: th.Tensor, state: RecurrentState, lengths: th.Tensor) -> RecurrentState:
@@ -308,13 +337,13 @@ class RecurrentQNetwork(BasePolicy):
         from the output of step ``lengths[i] - 1``. Sequences with ``lengths[i] == 0`` get a meaningless state
         here (:meth:`burn_in` keeps theirs).
         """
-        n_steps, device = features.shape[0], features.device
-        hold = (th.arange(n_steps, device=device)[:, None] >= lengths.to(device)[None, :]).to(features.dtype)
-        output, new_state = self._held_rnn(features, hold, state)
+        n_steps, counts = features.shape[0], lengths.numpy()
+        hold = np.arange(n_steps)[:, None] >= counts[None, :]
+        output, new_state = self._held_rnn(features, _to_device(hold, features), state)
         if self.rnn_type == "gru":
             return new_state
-        last_rows = (lengths.to(device) - 1).clamp(min=0).view(1, -1, 1).expand(1, -1, self.lstm_hidden_size)
-        return output.gather(0, last_rows), new_state[1]
+        last_rows = np.broadcast_to(np.maximum(counts - 1, 0)[None, :, None], (1, len(counts), self.lstm_hidden_size))
+        return output.gather(0, _to_device(last_rows, output, dtype=th.int64)), new_state[1]
 
     def _held_rnn(self, features: th.Tensor, hold: th.Tensor, state: RecurrentState) -> tuple[th.Tensor, RecurrentState]:
         """
@@ -329,12 +358,7 @@ class RecurrentQNetwork(BasePolicy):
         :param state: Recurrent state before the first step
         :return: The output ``(time, batch, hidden)`` and the state after the last step
         """
-        hidden = self.lstm_hidden_size
-        # Gate order of nn.LSTM: input, forget, cell, output; of nn.GRU: reset, update, new
-        saturate = features.new_zeros((4 if self.rnn_type == "lstm" else 3) * hidden, 1)
-        if self.rnn_type == "lstm":
-            saturate[:hidden] = -1e4
-        saturate[hidden : 2 * hidden] = 1e4
+        saturate = _saturating_column(self.rnn_type, self.lstm_hidden_size, features.dtype, features.device)
         weight_ih, *other_weights = self.rnn_weights[:4]
         weights = [th.cat([weight_ih, saturate], dim=1), *other_weights]
         inputs = th.cat([features, hold.unsqueeze(-1)], dim=-1)
@@ -359,10 +383,10 @@ class RecurrentQNetwork(BasePolicy):
         n_steps = first_array(obs).shape[0]
         if self.features_extractor_is_cheap:
             return self.extract_sequence_features(obs)
-        valid = th.arange(n_steps)[:, None] < lengths[None, :]
-        if bool(valid.all()):  # on the CPU: no wait for the device
+        valid_steps = np.arange(n_steps)[:, None] < lengths.numpy()[None, :]
+        if valid_steps.all():  # on the host: no wait for the device
             return self.extract_sequence_features(obs)
-        valid = valid.to(self.device)
+        valid = th.from_numpy(valid_steps).to(self.device)
         selected: PyTorchObs = {key: value[valid] for key, value in obs.items()} if isinstance(obs, dict) else obs[valid]
         valid_features = self.extract_features(selected, self.features_extractor)
         features = valid_features.new_zeros((*valid.shape, valid_features.shape[-1]))
@@ -380,7 +404,7 @@ class RecurrentQNetwork(BasePolicy):
         :return: The state after each sequence's burn-in
         """
         n_steps = first_array(obs).shape[0]
-        if n_steps == 0 or not bool((lengths > 0).any()):
+        if n_steps == 0 or not (lengths.numpy() > 0).any():
             return state
         return self.burn_in(self.burn_in_features(obs, lengths), state, lengths)
 
@@ -403,26 +427,30 @@ class RecurrentQNetwork(BasePolicy):
         lengths, n_burn_in = windows.burn_in_lengths, windows.n_burn_in_rows
         assert not (one_call and th.is_grad_enabled()), "one_call runs burn-in and learning steps together: no gradient"
         if one_call and n_burn_in > 0:
-            if bool((lengths == n_burn_in).all()):
+            if (lengths.numpy() == n_burn_in).all():
                 output, _ = self._run_rnn(self.extract_sequence_features(windows.observations), state)
                 return self.q_net(output[n_burn_in:])
-            if self._can_hold_before(lengths < n_burn_in, state):
+            if self._can_hold_before(lengths.numpy() < n_burn_in, state):
                 return self._right_aligned_q_values(windows, state)
         with th.no_grad():
             state = self.burn_in_observations(windows.burn_in_observations(), state, lengths)
         q_values, _ = self.q_values_from_features(self.extract_sequence_features(windows.learning_observations()), state)
         return q_values
 
-    def _can_hold_before(self, short: th.Tensor, state: RecurrentState) -> bool:
+    def _can_hold_before(self, short: np.ndarray, state: RecurrentState) -> bool:
         """
-        Whether :meth:`_held_rnn` can hold the state of the sequences ``short`` (a boolean mask, on the CPU) over rows
+        Whether :meth:`_held_rnn` can hold the state of the sequences ``short`` (a NumPy boolean mask) over rows
         placed before their first step: one layer, and a GRU, or an LSTM whose state there is zero (as it is at an
         episode start, where burn-ins are clipped).
         """
         if self.n_lstm_layers > 1:
             return False
-        short = short.to(state[0].device)
-        return self.rnn_type == "gru" or all(bool((component[:, short] == 0).all()) for component in state)
+        if self.rnn_type == "gru" or not short.any():
+            return True
+        if state[0].device.type == "cpu":  # read in place (NumPy): no tensor operation
+            return not any(component.detach().numpy()[:, short].any() for component in state)
+        mask = th.from_numpy(short).to(state[0].device)
+        return all(bool((component[:, mask] == 0).all()) for component in state)
 
     def _right_aligned_q_values(self, windows: RecurrentReplayBufferSamples, state: RecurrentState) -> th.Tensor:
         """
@@ -432,13 +460,15 @@ class RecurrentQNetwork(BasePolicy):
         """
         # Only the burn-in steps that exist go through the features extractor (as in burn_in_observations)
         burn_in_features = self.burn_in_features(windows.burn_in_observations(), windows.burn_in_lengths)
-        features = th.cat([burn_in_features, self.extract_sequence_features(windows.learning_observations())])
-        n_burn_in, device = windows.n_burn_in_rows, features.device
+        learning_features = self.extract_sequence_features(windows.learning_observations())
+        n_burn_in, counts = windows.n_burn_in_rows, windows.burn_in_lengths.numpy()
         # Row r of window i takes burn-in row r - (n_burn_in - lengths[i]); the rows before 0 are held
-        source = th.arange(n_burn_in, device=device)[:, None] - (n_burn_in - windows.burn_in_lengths.to(device))[None, :]
-        burn_in = features[:n_burn_in].gather(0, source.clamp(min=0).unsqueeze(-1).expand(-1, -1, features.shape[-1]))
-        hold = th.cat([(source < 0).to(features.dtype), features.new_zeros(features.shape[0] - n_burn_in, source.shape[1])])
-        output, _ = self._held_rnn(th.cat([burn_in, features[n_burn_in:]]), hold, state)
+        source = np.arange(n_burn_in)[:, None] - (n_burn_in - counts)[None, :]
+        rows = np.broadcast_to(np.maximum(source, 0)[:, :, None], (*source.shape, burn_in_features.shape[-1]))
+        burn_in = burn_in_features.gather(0, _to_device(rows, burn_in_features, dtype=th.int64))
+        hold = np.zeros((n_burn_in + learning_features.shape[0], len(counts)), dtype=bool)
+        hold[:n_burn_in] = source < 0
+        output, _ = self._held_rnn(th.cat([burn_in, learning_features]), _to_device(hold, learning_features), state)
         return self.q_net(output[n_burn_in:])
 
     def forward(self, obs: PyTorchObs, state: RecurrentState, episode_starts: th.Tensor) -> tuple[th.Tensor, RecurrentState]:
