@@ -458,17 +458,20 @@ class RecurrentQNetwork(BasePolicy):
         burn-in is moved to end right before its learning steps, and the rows before it hold the state
         (:meth:`_held_rnn`; see :meth:`_can_hold_before` for when this is exact).
         """
-        # Only the burn-in steps that exist go through the features extractor (as in burn_in_observations)
-        burn_in_features = self.burn_in_features(windows.burn_in_observations(), windows.burn_in_lengths)
-        learning_features = self.extract_sequence_features(windows.learning_observations())
         n_burn_in, counts = windows.n_burn_in_rows, windows.burn_in_lengths.numpy()
-        # Row r of window i takes burn-in row r - (n_burn_in - lengths[i]); the rows before 0 are held
-        source = np.arange(n_burn_in)[:, None] - (n_burn_in - counts)[None, :]
-        rows = np.broadcast_to(np.maximum(source, 0)[:, :, None], (*source.shape, burn_in_features.shape[-1]))
-        burn_in = burn_in_features.gather(0, _to_device(rows, burn_in_features, dtype=th.int64))
-        hold = np.zeros((n_burn_in + learning_features.shape[0], len(counts)), dtype=bool)
-        hold[:n_burn_in] = source < 0
-        output, _ = self._held_rnn(th.cat([burn_in, learning_features]), _to_device(hold, learning_features), state)
+        if self.features_extractor_is_cheap:
+            features = self.extract_sequence_features(windows.observations)
+        else:  # only the burn-in steps that exist go through the features extractor (as in burn_in_observations)
+            burn_in_features = self.burn_in_features(windows.burn_in_observations(), windows.burn_in_lengths)
+            features = th.cat([burn_in_features, self.extract_sequence_features(windows.learning_observations())])
+        # Row r < n_burn_in of window i takes burn-in row r - (n_burn_in - lengths[i]), and is held where that is
+        # before row 0; the learning rows stay where they are: one indexing call moves every row
+        rows = np.arange(features.shape[0])[:, None] - (n_burn_in - counts)[None, :]
+        rows[n_burn_in:] = np.arange(n_burn_in, features.shape[0])[:, None]
+        hold = rows < 0
+        columns = th.arange(len(counts), device=features.device)
+        aligned = features[_to_device(np.maximum(rows, 0), features, dtype=th.int64), columns]
+        output, _ = self._held_rnn(aligned, _to_device(hold, features), state)
         return self.q_net(output[n_burn_in:])
 
     def forward(self, obs: PyTorchObs, state: RecurrentState, episode_starts: th.Tensor) -> tuple[th.Tensor, RecurrentState]:
