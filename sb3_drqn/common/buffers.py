@@ -604,12 +604,19 @@ class RecurrentReplayBuffer(ReplayBuffer):
         terminations = self.dones[step_rows, step_envs] & ~self.timeouts[step_rows, step_envs]
         rewards = self._normalize_reward(self.rewards[step_rows, step_envs], env)
 
-        # Host-to-device copies: one for the per-step arrays, one for the states, one for the observations
-        per_step = np.stack([self.actions[step_rows, step_envs], rewards, terminations, mask]).astype(np.float32)
-        actions, rewards_tensor, terminations_tensor, mask_tensor = self.to_torch(per_step)
+        actions = self.actions[step_rows, step_envs]
+        if self.device.type == "cpu":  # each array is a fresh copy: the tensors share its memory
+            actions_tensor = th.from_numpy(actions.astype(np.int64))
+            rewards_tensor, terminations_tensor, mask_tensor = (
+                th.from_numpy(array.astype(np.float32)) for array in (rewards, terminations, mask)
+            )
+        else:  # host-to-device copies: one for the per-step arrays, one for the states, one for the observations
+            per_step = np.stack([actions, rewards, terminations, mask]).astype(np.float32)
+            actions_float, rewards_tensor, terminations_tensor, mask_tensor = self.to_torch(per_step)
+            actions_tensor = actions_float.long()
         return RecurrentReplayBufferSamples(
             observations=self._obs_to_torch(self._normalize_obs(observations, env)),
-            actions=actions.long(),
+            actions=actions_tensor,
             rewards=rewards_tensor,
             terminations=terminations_tensor,
             mask=mask_tensor,
