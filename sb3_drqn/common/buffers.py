@@ -604,19 +604,12 @@ class RecurrentReplayBuffer(ReplayBuffer):
         terminations = self.dones[step_rows, step_envs] & ~self.timeouts[step_rows, step_envs]
         rewards = self._normalize_reward(self.rewards[step_rows, step_envs], env)
 
-        actions = self.actions[step_rows, step_envs]
-        if self.device.type == "cpu":  # each array is a fresh copy: the tensors share its memory
-            actions_tensor = th.from_numpy(actions.astype(np.int64))
-            rewards_tensor, terminations_tensor, mask_tensor = (
-                th.from_numpy(array.astype(np.float32)) for array in (rewards, terminations, mask)
-            )
-        else:  # host-to-device copies: one for the per-step arrays, one for the states, one for the observations
-            per_step = np.stack([actions, rewards, terminations, mask]).astype(np.float32)
-            actions_float, rewards_tensor, terminations_tensor, mask_tensor = self.to_torch(per_step)
-            actions_tensor = actions_float.long()
+        actions, rewards_tensor, terminations_tensor, mask_tensor = self._per_step_tensors(
+            self.actions[step_rows, step_envs], rewards, terminations, mask
+        )
         return RecurrentReplayBufferSamples(
             observations=self._obs_to_torch(self._normalize_obs(observations, env)),
-            actions=actions_tensor,
+            actions=actions,
             rewards=rewards_tensor,
             terminations=terminations_tensor,
             mask=mask_tensor,
@@ -624,6 +617,17 @@ class RecurrentReplayBuffer(ReplayBuffer):
             recurrent_states=self._stored_states((oldest + first_offsets) % self.buffer_size, env_indices, use_stored),
             burn_in_steps=burn_in,
         )
+
+    def _per_step_tensors(self, *arrays: np.ndarray) -> tuple[th.Tensor, ...]:
+        """
+        Actions (``int64``), then the other per-step arrays (``float32``) of a sample, as tensors: on the CPU they
+        share the memory of the fresh copies made from the arrays; on CUDA they go to the device in one copy.
+        """
+        if self.device.type == "cpu":
+            actions, *others = arrays
+            return th.from_numpy(actions.astype(np.int64)), *(th.from_numpy(array.astype(np.float32)) for array in others)
+        actions_float, *tensors = self.to_torch(np.stack(arrays).astype(np.float32))
+        return actions_float.long(), *tensors
 
     def _stored_states(self, rows: np.ndarray, env_indices: np.ndarray, use_stored: np.ndarray) -> RecurrentState:
         """The stored states at ``(rows, env_indices)``, zeros where ``use_stored`` is False (none if not stored)."""
