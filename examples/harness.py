@@ -20,12 +20,15 @@ import functools
 import inspect
 import io
 import json
+import os
 import platform
+import signal
 import sys
 import tempfile
+import threading
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
@@ -404,11 +407,45 @@ def run_all(runs: Sequence[Run], out_dir: Path, n_procs: int = 1, summary_only: 
         for i in todo:
             report(i, run_one(runs[i], paths[i]))
     else:
-        with ProcessPoolExecutor(n_procs) as pool:
+        with _stopping_workers(ProcessPoolExecutor(n_procs)) as pool:
             futures = {pool.submit(run_one, runs[i], paths[i]): i for i in todo}
             for future in as_completed(futures):
                 report(futures[future], future.result())
     return [results[i] for i in range(len(runs))]
+
+
+@contextlib.contextmanager
+def _stopping_workers(pool: ProcessPoolExecutor) -> Iterator[ProcessPoolExecutor]:
+    """
+    The pool, whose workers are stopped at once if the script stops early: on an exception, Ctrl-C or ``SIGTERM``
+    (e.g. a sitting that ends). ``ProcessPoolExecutor`` would otherwise wait for the runs in progress, or, killed by
+    ``SIGTERM``, leave them running on their own. The runs in progress are lost; the finished ones are written.
+    """
+    main_pid = os.getpid()
+
+    def stop(signum: int, frame: Any) -> None:
+        if os.getpid() != main_pid:  # a worker (forked with this handler): end as SIGTERM does by default
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        raise KeyboardInterrupt(f"stopped by signal {signum}")
+
+    handler = signal.getsignal(signal.SIGTERM)
+    is_main = threading.current_thread() is threading.main_thread()
+    if is_main:
+        signal.signal(signal.SIGTERM, stop)
+    try:
+        yield pool
+    except BaseException:
+        for process in list((pool._processes or {}).values()):  # Python 3.14's kill_workers()
+            process.kill()
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    else:
+        pool.shutdown()
+    finally:
+        if is_main:
+            signal.signal(signal.SIGTERM, handler)
 
 
 def iqm_with_ci(scores: np.ndarray, reps: int = 2000, seed: int = 0) -> tuple[float, float, float]:

@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -180,3 +181,49 @@ def test_a_stopped_run_leaves_its_curve_so_far(tmp_path, monkeypatch):
     (result,) = harness.run_all([run], tmp_path)
     assert result["eval_steps"][:3] == [100, 200, 300]  # (DQN's zoo entry collects 256 steps per rollout)
     assert not (tmp_path / "run_results" / f"{run.name}.progress.json").exists()
+
+
+WORKER_SCRIPT = """
+import os, sys, time, types
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+import harness
+
+def run_one(run, path):  # a run that never ends, which says where it runs
+    (Path(sys.argv[2]) / f"worker_{os.getpid()}").touch()
+    time.sleep(600)
+
+harness.run_one = run_one
+harness.run_all([types.SimpleNamespace(name=f"run{i}") for i in range(3)], Path(sys.argv[2]), n_procs=2)
+"""
+
+
+def _is_running(pid: int) -> bool:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    return "State:\tZ" not in status  # a zombie has stopped (its parent is gone and nobody reaps it here)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc and forks workers")
+def test_sigterm_stops_the_parallel_runs(tmp_path):
+    # A script stopped with SIGTERM (e.g. at the end of a sitting) stops the runs in progress in its worker
+    # processes too, instead of leaving them running on their own
+    script = tmp_path / "script.py"
+    script.write_text(WORKER_SCRIPT)
+    process = subprocess.Popen([sys.executable, str(script), str(EXAMPLES), str(tmp_path)], stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while len(list(tmp_path.glob("worker_*"))) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    workers = [int(path.name.split("_")[1]) for path in tmp_path.glob("worker_*")]
+    assert len(workers) == 2 and all(_is_running(pid) for pid in workers)
+    process.terminate()
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode != 0 and b"stopped by signal 15" in stderr
+    deadline = time.monotonic() + 10
+    while any(_is_running(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(_is_running(pid) for pid in workers)
+    # The third run never started
+    assert len(list(tmp_path.glob("worker_*"))) == 2
