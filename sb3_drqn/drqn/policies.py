@@ -215,7 +215,10 @@ class RecurrentQNetwork(BasePolicy):
         if self._scale_box is None or not isinstance(obs, th.Tensor):
             features = super().extract_features(obs, features_extractor)
         else:
-            features = features_extractor(obs.float() / 255.0 if self._scale_box else obs.float())
+            obs = obs.float() / 255.0 if self._scale_box else obs.float()
+            # SB3's FlattenExtractor (no parameters): the same values without the module call
+            flatten = self._flatten_box and features_extractor is self.features_extractor
+            features = obs.flatten(1) if flatten else features_extractor(obs)
         return features if self.features_norm is None else self.features_norm(features)
 
     @property
@@ -279,10 +282,6 @@ class RecurrentQNetwork(BasePolicy):
         :param obs: Time-major observations ``(time, batch, *obs_shape)`` (or a dict of them)
         :return: Features ``(time, batch, features_dim)``
         """
-        if self._flatten_box and isinstance(obs, th.Tensor):
-            # SB3's FlattenExtractor (no parameters) on a Box: the same values as flattening every step, in one call
-            features = (obs.float() / 255.0 if self._scale_box else obs.float()).flatten(2)
-            return features if self.features_norm is None else self.features_norm(features)
         if isinstance(obs, dict):
             leading = first_array(obs).shape[:2]
             flat_obs: PyTorchObs = {key: value.flatten(0, 1) for key, value in obs.items()}
@@ -427,10 +426,11 @@ class RecurrentQNetwork(BasePolicy):
         lengths, n_burn_in = windows.burn_in_lengths, windows.n_burn_in_rows
         assert not (one_call and th.is_grad_enabled()), "one_call runs burn-in and learning steps together: no gradient"
         if one_call and n_burn_in > 0:
-            if (lengths.numpy() == n_burn_in).all():
+            counts = lengths.numpy()
+            if (counts == n_burn_in).all():
                 output, _ = self._run_rnn(self.extract_sequence_features(windows.observations), state)
                 return self.q_net(output[n_burn_in:])
-            if self._can_hold_before(lengths.numpy() < n_burn_in, state):
+            if self._can_hold_before(counts < n_burn_in, state):
                 return self._right_aligned_q_values(windows, state)
         with th.no_grad():
             state = self.burn_in_observations(windows.burn_in_observations(), state, lengths)
