@@ -14,7 +14,8 @@ restart, so they can span several sittings; two single-thread runs at a time):
    MinAtar's CNN), ``dqn`` and ``dqn_stack4`` (SB3 DQN with the same settings, CNN and learning steps per update:
    ``batch_size x sequence_length`` transitions, a dense layer as wide as the LSTM), ``ppo_lstm``
    (sb3-contrib RecurrentPPO with the zoo's ``atari`` entry on single frames with MinAtar's CNN: one generic
-   setting), seeds 0-2, 300k steps (6 % of MinAtar's 5M-frame protocol).
+   setting), seeds 0-2, 300k steps (6 % of MinAtar's 5M-frame protocol). ``--algos drqn_norm`` adds drqn with
+   ``normalize_features=True`` (not run by default), to decide that option's default for ``CnnLstmPolicy``.
 
 Every run: MinAtar's sticky actions (0.1) in training and evaluation, episodes capped at 10,000 steps, 20
 evaluation episodes every 25k steps (deterministic, as the suite's other benchmarks; MinAtar's stickiness keeps
@@ -46,6 +47,9 @@ VARIANTS = tuple(f"{game}-{kind}" for kind in ("NoMotion", "Flicker") for game i
 # The variants the screen qualified (filled from its results before phase 2 runs)
 CHOSEN: tuple[str, ...] = ()
 AGENTS = ("drqn", "dqn", "dqn_stack4", "ppo_lstm")
+# Run only when asked (--algos): drqn with a LayerNorm on the CNN's features before the LSTM, to decide whether
+# ``normalize_features`` should be ``CnnLstmPolicy``'s default (it made CartPole from pixels learn)
+OPTIONAL_AGENTS = ("drqn_norm",)
 MAX_EPISODE_STEPS = 10_000
 QUALIFY_RATIO, QUALIFY_MARGIN = 1.2, 0.1
 SMALL_CNN = "__import__('sb3_drqn.common.torch_layers', fromlist=['_']).SmallFrameCNN"
@@ -61,6 +65,14 @@ def agent_settings(agent: str, variant: str, overrides: dict[str, Any]) -> harne
     drqn = harness.load_settings("drqn", f"MinAtar/{variant}-v1", overrides)
     if agent == "drqn":
         return drqn
+    if agent == "drqn_norm":
+        policy_kwargs = drqn.raw["policy_kwargs"]
+        if not policy_kwargs.startswith("dict(") or "normalize_features" in policy_kwargs:
+            raise ValueError(
+                f"drqn_norm adds normalize_features=True to a policy_kwargs 'dict(...)' without it, got {policy_kwargs!r}"
+            )
+        raw = {**drqn.raw, "policy_kwargs": policy_kwargs.replace("dict(", "dict(normalize_features=True, ", 1)}
+        return harness.convert("drqn", raw, f"{drqn.source} with normalize_features=True")
     dqn = harness.matched_dqn_settings(drqn, policy="CnnPolicy")
     return harness.convert("dqn", {**dqn.raw, "frame_stack": 4}, dqn.source) if agent == "dqn_stack4" else dqn
 
@@ -90,8 +102,9 @@ def screen_table(summary: dict[str, dict[str, Any]]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = harness.make_parser(
-        __doc__, OUT_DIR, AGENTS, timesteps=300_000, seeds=[0, 1, 2], eval_freq=25_000, eval_episodes=20, n_procs=2
-    )
+        __doc__, OUT_DIR, AGENTS + OPTIONAL_AGENTS, timesteps=300_000, seeds=[0, 1, 2], eval_freq=25_000, eval_episodes=20,
+        n_procs=2, algos=list(AGENTS),
+    )  # fmt: skip
     parser.add_argument("--screen", action="store_true", help="phase 1: DQN 1 frame vs 4 frames, seeds 0 1, 150k steps")
     parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=None, help="variants (default: all or CHOSEN)")
     parser.add_argument("--plot", type=Path, default=REPO / "docs" / "images" / "minatar.png", help="PNG output")
@@ -104,7 +117,7 @@ def main(argv: list[str] | None = None) -> None:
     if not variants:
         parser.error("no variant chosen yet: run --screen first, then fill CHOSEN from its results (or pass --variants)")
     out_dir = args.out_dir / "screen" if args.screen else args.out_dir
-    agents = sorted(args.algos, key=("drqn", "ppo_lstm", "dqn_stack4", "dqn").index)
+    agents = sorted(args.algos, key=("drqn", "drqn_norm", "ppo_lstm", "dqn_stack4", "dqn").index)
     if args.summary_only:
         results = [json.loads(path.read_text()) for path in sorted((out_dir / harness.RUN_FILES).glob("*.json"))]
     else:

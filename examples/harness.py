@@ -573,11 +573,11 @@ def make_parser(
 ) -> argparse.ArgumentParser:
     """
     The command line every script shares; ``defaults`` sets ``timesteps``, ``seeds``, ``eval_freq``,
-    ``eval_episodes`` and ``n_procs``.
+    ``eval_episodes``, ``n_procs`` and, where not every agent runs by default, ``algos``.
 
     :param doc: The script's docstring (``--help``)
     :param out_dir: Default output folder
-    :param agents: The agents the script can run (all by default)
+    :param agents: The agents the script can run (all by default, unless ``defaults`` has ``algos``)
     :param agents_flag: The option that chooses them (``args.algos`` in any case)
     :return: The parser, to which a script adds its own options
     """
@@ -588,7 +588,12 @@ def make_parser(
     parser.add_argument("--timesteps", type=int, help="env steps per run (default: %(default)s)")
     parser.add_argument("--seeds", type=int, nargs="+", help="seeds, one run each (default: %(default)s)")
     parser.add_argument(
-        agents_flag, dest="algos", nargs="+", choices=list(agents), default=list(agents), help="agents (default: all)"
+        agents_flag,
+        dest="algos",
+        nargs="+",
+        choices=list(agents),
+        default=list(defaults.get("algos", agents)),
+        help="agents (default: %(default)s)",
     )
     parser.add_argument("--eval-freq", type=int, help="evaluate every N env steps (default: %(default)s)")
     parser.add_argument("--eval-episodes", type=int, help="episodes per evaluation (default: %(default)s)")

@@ -133,3 +133,26 @@ def test_stacked_frames_keep_their_layout_in_the_benchmark_harness():
     np.testing.assert_array_equal(obs_stacked[:, -3:], obs_single)  # the newest frame, as the single-frame env sees it
     model = DQN("CnnPolicy", stacked, policy_kwargs=dict(features_extractor_class=SmallFrameCNN), buffer_size=100)
     assert model.observation_space.shape == (12, 10, 10)  # not transposed by the algorithm either
+
+
+def test_minatar_suite_optional_agent_differs_from_drqn_only_in_normalize_features():
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import harness
+    import minatar_suite
+
+    register_minatar_envs()
+    drqn = minatar_suite.agent_settings("drqn", "Freeway-NoMotion", {})
+    norm = minatar_suite.agent_settings("drqn_norm", "Freeway-NoMotion", {})
+    assert norm.algo == "drqn" and norm.source == f"{drqn.source} with normalize_features=True"
+    assert norm.kwargs.pop("policy_kwargs") == {**drqn.kwargs.pop("policy_kwargs"), "normalize_features": True}
+    assert norm.kwargs.keys() == drqn.kwargs.keys()
+    assert {**norm.raw, "policy_kwargs": None} == {**drqn.raw, "policy_kwargs": None}
+    # It runs only when asked for
+    parser = harness.make_parser(None, Path("."), minatar_suite.AGENTS + minatar_suite.OPTIONAL_AGENTS, algos=["drqn"])
+    assert parser.parse_args([]).algos == ["drqn"]
+    assert parser.parse_args(["--algos", "drqn_norm"]).algos == ["drqn_norm"]
+    with pytest.raises(ValueError, match="normalize_features"):
+        minatar_suite.agent_settings(
+            "drqn_norm", "Freeway-NoMotion", {"policy_kwargs": "dict(normalize_features=False, lstm_hidden_size=64)"}
+        )
