@@ -358,7 +358,7 @@ def main(argv: list[str] | None = None) -> None:
     # Seed by seed, so that a partial pass compares every agent on every task; slow agents first within a task
     agents = sorted(args.algos, key=("ppo_lstm", "drqn", "dqn_stack4", "dqn").index)
     if args.summary_only:
-        results = [json.loads(path.read_text()) for path in sorted((out_dir / harness.RUN_FILES).glob("*.json"))]
+        results = harness.finished_runs(out_dir)
     else:
         runs = [make_run(task, agent, seed, args, names[agent]) for seed in args.seeds for task in tasks for agent in agents]
         results = harness.run_all(runs, out_dir, args.n_procs)

@@ -30,7 +30,6 @@ Usage::
     python benchmarks/minatar_suite.py --screen --summary-only
 """
 
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -119,7 +118,7 @@ def main(argv: list[str] | None = None) -> None:
     out_dir = args.out_dir / "screen" if args.screen else args.out_dir
     agents = sorted(args.algos, key=("drqn", "drqn_norm", "ppo_lstm", "dqn_stack4", "dqn").index)
     if args.summary_only:
-        results = [json.loads(path.read_text()) for path in sorted((out_dir / harness.RUN_FILES).glob("*.json"))]
+        results = harness.finished_runs(out_dir)
     else:
 
         def run(variant: str, agent: str, seed: int) -> harness.Run:

@@ -364,6 +364,18 @@ def run_one(run: Run, path: Path) -> dict[str, Any]:
     return result
 
 
+def finished_runs(out_dir: Path) -> list[dict[str, Any]]:
+    """
+    Every finished run in ``<out_dir>/run_results/`` (whichever runs the script was asked for), by file name; the
+    ``.progress.json`` files of runs still going are not results.
+
+    :param out_dir: Output folder of the script
+    :return: The results
+    """
+    paths = sorted(path for path in (out_dir / RUN_FILES).glob("*.json") if not path.name.endswith(".progress.json"))
+    return [json.loads(path.read_text()) for path in paths]
+
+
 def run_all(runs: Sequence[Run], out_dir: Path, n_procs: int = 1, summary_only: bool = False) -> list[dict[str, Any]]:
     """
     Run every run not yet written to ``<out_dir>/run_results/<task>__<agent>__seed<k>.json``, ``n_procs`` at a time.

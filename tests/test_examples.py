@@ -154,6 +154,19 @@ def test_a_finished_run_with_other_settings_is_refused(tmp_path, monkeypatch):
         harness.run_all([run], tmp_path)
 
 
+def test_summaries_read_the_finished_runs_only(tmp_path, monkeypatch):
+    # --summary-only of the suites reads every finished run; a run still going has only its .progress.json
+    monkeypatch.syspath_prepend(str(EXAMPLES))
+    import harness
+
+    runs_dir = tmp_path / harness.RUN_FILES
+    runs_dir.mkdir()
+    for name, record in [("b__dqn__seed0", dict(final_mean=2.0)), ("a__dqn__seed0", dict(final_mean=1.0))]:
+        (runs_dir / f"{name}.json").write_text(json.dumps(record))
+    (runs_dir / "c__dqn__seed0.progress.json").write_text(json.dumps(dict(eval_means=[0.5])))
+    assert harness.finished_runs(tmp_path) == [dict(final_mean=1.0), dict(final_mean=2.0)]
+
+
 def test_a_stopped_run_leaves_its_curve_so_far(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(EXAMPLES))
     import harness
