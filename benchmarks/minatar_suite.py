@@ -9,7 +9,9 @@ restart, so they can span several sittings; two single-thread runs at a time):
    150k steps, on every candidate variant (``VARIANTS``: ``MinAtar/<Game>-NoMotion-v1`` and
    ``MinAtar/<Game>-Flicker-v1`` for the five games). A variant qualifies when the stack's mean final score beats
    the single frame's by at least 20 % (and by more than 0.1 in absolute terms, so that two near-zero scores do not
-   qualify). Results under ``<out-dir>/screen/``; the qualifying variants are then written into ``CHOSEN``.
+   qualify). Results under ``<out-dir>/screen/``. Each game counts once: of a game's qualifying variants, the one
+   where the stack's advantage (stack / single) is largest is chosen (``one_per_game``, printed under the screen's
+   table) and then written into ``CHOSEN``.
 2. The comparison, on ``CHOSEN`` (at least 3 games): ``drqn`` (the variant's ``drqn.yml`` entry: single frames,
    MinAtar's CNN), ``dqn`` and ``dqn_stack4`` (SB3 DQN with the same settings, CNN and learning steps per update:
    ``batch_size x sequence_length`` transitions, a dense layer as wide as the LSTM), ``ppo_lstm``
@@ -86,6 +88,21 @@ def qualifying(summary: dict[str, dict[str, Any]]) -> list[str]:
     return chosen
 
 
+def one_per_game(summary: dict[str, dict[str, Any]]) -> list[str]:
+    """:return: For each game with a qualifying variant, the one where the stack beats the single frame by the
+    largest factor, in ``VARIANTS``' order"""
+    best: dict[str, tuple[float, str]] = {}
+    for variant in qualifying(summary):
+        single, stack = summary[variant]["dqn"]["final_mean"], summary[variant]["dqn_stack4"]["final_mean"]
+        ratio = stack / single if single > 0 else float("inf")
+        game = variant.split("-")[0]
+        if game not in best or ratio > best[game][0]:
+            best[game] = (ratio, variant)
+    chosen = {variant for _, variant in best.values()}
+    order = [*VARIANTS, *(variant for variant in summary if variant not in VARIANTS)]
+    return [variant for variant in order if variant in chosen]
+
+
 def screen_table(summary: dict[str, dict[str, Any]]) -> str:
     lines = ["| variant | DQN, 1 frame | DQN, 4-frame stack | stack / single | qualifies |", "|---|---|---|---|---|"]
     chosen = set(qualifying(summary))
@@ -130,7 +147,12 @@ def main(argv: list[str] | None = None) -> None:
         runs = [run(variant, agent, seed) for seed in args.seeds for variant in variants for agent in agents]
         results = harness.run_all(runs, out_dir, args.n_procs)
     summary = harness.summarize(results)
-    table = screen_table(summary) if args.screen else harness.results_table(summary)
+    if args.screen:
+        table = (
+            f"{screen_table(summary)}\n\nOne variant per game (the largest stack / single): {', '.join(one_per_game(summary))}"
+        )
+    else:
+        table = harness.results_table(summary)
     harness.write_results(out_dir, "minatar_screen" if args.screen else "minatar", results, summary, table)
     plot = out_dir / "minatar_screen.png" if args.screen else args.plot
     harness.plot_curves(summary, plot, "MinAtar, partially observable variants", ylabel="evaluation return")

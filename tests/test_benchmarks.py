@@ -199,6 +199,15 @@ def test_minatar_screen_qualifies_variants_by_the_stacks_margin():
     summary = {"A": scores(5.0, 6.5), "B": scores(5.0, 5.5), "C": scores(0.01, 0.05), "D": scores(3.0, 2.0)}
     assert minatar_suite.qualifying(summary) == ["A"]
     assert "| A | 5.00 ± 0.00 | 6.50 ± 0.00 | 1.30 | yes |" in minatar_suite.screen_table(summary)
+    # Each game counts once: its variant where the stack helps most
+    summary = {
+        "Freeway-NoMotion": scores(20.0, 40.0),
+        "Breakout-Flicker": scores(1.0, 4.0),
+        "Freeway-Flicker": scores(10.0, 30.0),
+        "Asterix-Flicker": scores(0.0, 1.0),
+        "Asterix-NoMotion": scores(2.0, 1.0),
+    }
+    assert minatar_suite.one_per_game(summary) == ["Asterix-Flicker", "Breakout-Flicker", "Freeway-Flicker"]
 
 
 def test_pixel_probe_runs(tmp_path):
