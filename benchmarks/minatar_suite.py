@@ -45,8 +45,11 @@ from sb3_drqn.common.envs import MINATAR_GAMES, register_minatar_envs
 REPO = Path(__file__).resolve().parents[1]
 OUT_DIR = REPO / "benchmarks" / "results" / "minatar"
 VARIANTS = tuple(f"{game}-{kind}" for kind in ("NoMotion", "Flicker") for game in MINATAR_GAMES)
-# The variants the screen qualified (filled from its results before phase 2 runs)
-CHOSEN: tuple[str, ...] = ()
+# The variants the screen chose, one per game (benchmarks/results/minatar/screen/minatar_screen.md: DQN's final
+# score, 4-frame stack / single frame, seeds 0-1, 150k steps: Freeway-NoMotion 41.67 / 22.88, Breakout-Flicker
+# 3.90 / 1.38, SpaceInvaders-Flicker 14.88 / 5.50; Breakout-NoMotion also qualified, 11.10 / 5.53, but Breakout's
+# Flicker variant gains more)
+CHOSEN: tuple[str, ...] = ("Freeway-NoMotion", "Breakout-Flicker", "SpaceInvaders-Flicker")
 AGENTS = ("drqn", "dqn", "dqn_stack4", "ppo_lstm")
 # Run only when asked (--algos): drqn with a LayerNorm on the CNN's features before the LSTM, to decide whether
 # ``normalize_features`` should be ``CnnLstmPolicy``'s default (it made CartPole from pixels learn)
