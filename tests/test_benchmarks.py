@@ -208,6 +208,11 @@ def test_minatar_screen_qualifies_variants_by_the_stacks_margin():
         "Asterix-NoMotion": scores(2.0, 1.0),
     }
     assert minatar_suite.one_per_game(summary) == ["Asterix-Flicker", "Breakout-Flicker", "Freeway-Flicker"]
+    # The suite's chosen variants are the committed screen's, one per game, and at least 3 (the minimum)
+    screen = json.loads((BENCHMARKS / "results" / "minatar" / "screen" / "minatar_screen.json").read_text())
+    assert set(screen["summary"]) == set(minatar_suite.VARIANTS)
+    assert list(minatar_suite.CHOSEN) == minatar_suite.one_per_game(screen["summary"])
+    assert len({variant.split("-")[0] for variant in minatar_suite.CHOSEN}) == len(minatar_suite.CHOSEN) >= 3
 
 
 def test_pixel_probe_runs(tmp_path):
