@@ -34,11 +34,12 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch as th
 from gymnasium import spaces
+from gymnasium.envs.classic_control import CartPoleEnv
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
 
@@ -50,7 +51,7 @@ STATE_NAMES = ("cart position", "cart velocity", "pole angle", "pole angular vel
 
 # CartPole's own colors (white background), as when the committed results were made; the example now inverts its
 # frames, an affine map of the input that a CNN's first layer can undo
-VARIANTS = {
+VARIANTS: dict[str, dict[str, Any]] = {
     "full48": dict(frame="full", frame_size=48, invert=False),
     "full84": dict(frame="full", frame_size=84, invert=False),
     "band": dict(invert=False),
@@ -65,12 +66,13 @@ def collect(n_frames: int, variants: list[str], seed: int) -> tuple[dict[str, np
     envs = {variant: make_pixel_cartpole(**VARIANTS[variant]) for variant in variants}
     rng = np.random.default_rng(seed)
     frames: dict[str, list[np.ndarray]] = {variant: [] for variant in variants}
-    states, steps = [], []
+    states: list[np.ndarray] = []
+    steps: list[int] = []
     for variant, env in envs.items():
         frames[variant].append(env.reset(seed=seed)[0][..., 0])
     step = 0
     while len(states) < n_frames:
-        state = np.array(envs[variants[0]].unwrapped.state, dtype=np.float32)
+        state = np.array(cast(CartPoleEnv, envs[variants[0]].unwrapped).state, dtype=np.float32)
         states.append(state)
         steps.append(step)
         if len(states) == n_frames:
@@ -134,19 +136,19 @@ def gradient_norms(steps: int = 1100, updates: int = 20, seed: int = 0) -> dict[
         model = algo(settings[agent].policy, env, seed=seed, **settings[agent].kwargs)
         model.learn(steps)
         per_part: dict[str, list[float]] = {}
-        optimizer_step = model.policy.optimizer.step
 
-        def record_then_step(*args: Any, model: Any = model, per_part: dict = per_part, step: Any = optimizer_step) -> Any:
+        def record(*_: Any, model: Any = model, per_part: dict = per_part) -> None:
+            # Before each optimizer step: the gradient norm of each part
             for name, parameter in model.q_net.named_parameters():
                 if parameter.grad is not None:
                     parts = name.split(".")
                     part = ".".join(parts[:2]) if parts[0] == "features_extractor" else parts[0]
                     per_part.setdefault(part, []).append(float(parameter.grad.norm()))
-            return step(*args)
 
         before = {name: parameter.detach().clone() for name, parameter in model.q_net.named_parameters()}
-        model.policy.optimizer.step = record_then_step
+        hook = model.policy.optimizer.register_step_pre_hook(record)
         model.train(gradient_steps=updates, batch_size=model.batch_size)
+        hook.remove()
         norms[agent] = {part: float(np.mean(values)) for part, values in per_part.items()}
         # How far each part's weights moved over the updates, relative to their size (Adam rescales each gradient)
         for name, parameter in model.q_net.named_parameters():

@@ -169,20 +169,21 @@ def main() -> None:
             path = SEARCH_DIR / f"{digest}__seed{seed}__{args.timesteps}.json"
             if not path.exists():
                 SEARCH_DIR.mkdir(parents=True, exist_ok=True)
-                run = dict(search_run(seed, args.timesteps, args.settings), effective_settings=effective, commit=git_commit())
-                path.write_text(json.dumps(run, indent=1) + "\n")
-            run = json.loads(path.read_text())
-            print(f"seed {seed}: every 10k steps {[round(v) for v in run['curve']]}, training {run['train_time']:.0f} s")
+                found = dict(search_run(seed, args.timesteps, args.settings), effective_settings=effective)
+                found["commit"] = git_commit()
+                path.write_text(json.dumps(found, indent=1) + "\n")
+            found = json.loads(path.read_text())
+            print(f"seed {seed}: every 10k steps {[round(v) for v in found['curve']]}, training {found['train_time']:.0f} s")
         return
     if args.smoke:
-        run = run_snippet(0, total_timesteps=500)
-        print(f"smoke: the snippet ran in {run['wall_time']:.1f} s, evaluate_policy gave {run['mean']:.1f}")
+        smoke = run_snippet(0, total_timesteps=500)
+        print(f"smoke: the snippet ran in {smoke['wall_time']:.1f} s, evaluate_policy gave {smoke['mean']:.1f}")
         return
     snippet = readme_snippet()
     args.out.mkdir(parents=True, exist_ok=True)
     for seed in args.seeds:
         path = args.out / f"seed{seed}.json"
-        run = json.loads(path.read_text()) if path.exists() else None
+        run: dict[str, Any] | None = json.loads(path.read_text()) if path.exists() else None
         if run is None or run["snippet"] != snippet or args.rerun:  # a changed snippet makes earlier runs void
             run = {"snippet": snippet, "commit": git_commit(), **run_snippet(seed)}
             path.write_text(json.dumps(run, indent=1) + "\n")

@@ -104,8 +104,9 @@ def _fill_in_subprocess(kind: str, n_transitions: int, queue: Any) -> None:
     before = rss_bytes()
     if kind.startswith("drqn"):
         # default: "auto" storage (float16 states every 8th step for these frames); exact: every step, float32
-        stride, dtype = {"drqn_default": ("auto", "auto"), "drqn_exact_states": (1, "float32")}[kind]
-        buffer: ReplayBuffer = RecurrentReplayBuffer(
+        storage: dict[str, tuple[int | str, str]] = {"drqn_default": ("auto", "auto"), "drqn_exact_states": (1, "float32")}
+        stride, dtype = storage[kind]
+        recurrent_buffer = RecurrentReplayBuffer(
             n_transitions,
             spaces.Box(0, 255, FRAME, np.uint8),
             action_space,
@@ -121,7 +122,9 @@ def _fill_in_subprocess(kind: str, n_transitions: int, queue: Any) -> None:
         for t in range(n_transitions):
             done = np.array([(t + 1) % EPISODE_LENGTH == 0])
             obs = frames[t % 64][None]
-            buffer.add(obs, frames[(t + 1) % 64][None], np.array([1]), np.array([0.0]), done, [{}], recurrent_state=state)
+            recurrent_buffer.add(
+                obs, frames[(t + 1) % 64][None], np.array([1]), np.array([0.0]), done, [{}], recurrent_state=state
+            )
     else:
         optimize = kind == "dqn_stack4_optimized"
         stacked = (4, *FRAME[1:])
@@ -394,10 +397,10 @@ def measure_speed(repeats: int, fill_steps: int, act_steps: int) -> dict[str, An
             update_times[key].append(time_call(lambda m=model: m.train(gradient_steps=1, batch_size=m.batch_size), 5))
         for config, step in floors.items():
             update_times[config].append(time_call(step, 5))
-        for key, model in acting_models.items():
+        for acting_key, model in acting_models.items():
             start = clock()
             model.learn(act_steps * model.n_envs, reset_num_timesteps=False)
-            act_times[key].append((clock() - start) / (act_steps * model.n_envs))
+            act_times[acting_key].append((clock() - start) / (act_steps * model.n_envs))
     update = {key: statistics.median(values) for key, values in update_times.items()}
     act = {key: statistics.median(values) for key, values in act_times.items()}
     return {
