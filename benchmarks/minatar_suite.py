@@ -119,6 +119,56 @@ def screen_table(summary: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def comparison_table(summary: dict[str, dict[str, Any]], agents: list[str]) -> str:
+    """Per game and agent: the final score's mean ± std over seeds, its IQM's 95% bootstrap interval and each seed's,
+    then each agent's mean wall time per run (scores are not normalised: no aggregate over games)."""
+    lines = ["| game | " + " | ".join(agents) + " |", "|---|" + "---|" * len(agents)]
+    for variant, by_agent in summary.items():
+        cells = []
+        for agent in agents:
+            s = by_agent.get(agent)
+            if s is None:
+                cells.append("-")
+                continue
+            low, high = s["final_ci"]
+            per_seed = ", ".join(f"{v:.2f}" for v in s["final_per_seed"])
+            cells.append(f"{s['final_mean']:.2f} ± {s['final_std']:.2f} [{low:.2f}, {high:.2f}] ({per_seed})")
+        lines.append(f"| {variant} | " + " | ".join(cells) + " |")
+    times = {
+        agent: [by_agent[agent]["mean_wall_time"] for by_agent in summary.values() if agent in by_agent] for agent in agents
+    }
+    lines.append(
+        "| wall time per run (s) | " + " | ".join(f"{sum(t) / len(t):.0f}" if t else "-" for t in times.values()) + " |"
+    )
+    return "\n".join(lines)
+
+
+def goal_checks(summary: dict[str, dict[str, Any]], agent: str = "drqn") -> list[str]:
+    """The issue's goals for ``agent`` (mean final score over seeds): above DQN on one frame on every game, and at
+    least level with DQN on a 4-frame stack; a game missing either agent is named as not yet decided."""
+    lines = []
+    for other, relation, label in (
+        ("dqn", "above", "above DQN, 1 frame"),
+        ("dqn_stack4", "level", "level with DQN, 4 frames"),
+    ):
+        misses, undecided = [], []
+        for variant, by_agent in summary.items():
+            if agent not in by_agent or other not in by_agent:
+                undecided.append(variant)
+                continue
+            mine, theirs = by_agent[agent]["final_mean"], by_agent[other]["final_mean"]
+            if mine < theirs or (relation == "above" and mine == theirs):
+                misses.append(f"{variant} ({mine:.2f} against {theirs:.2f})")
+        compared = len(summary) - len(undecided)
+        if misses:
+            verdict = "no, not on " + ", ".join(misses)
+        else:
+            verdict = f"yes on {compared} of {len(summary)} games" if compared else "not decided"
+        pending = f" (not yet run: {', '.join(undecided)})" if undecided else ""
+        lines.append(f"- {agent} {label} on every game: {verdict}{pending}")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = harness.make_parser(
         __doc__, OUT_DIR, AGENTS + OPTIONAL_AGENTS, timesteps=300_000, seeds=[0, 1, 2], eval_freq=25_000, eval_episodes=20,
@@ -137,6 +187,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("no variant chosen yet: run --screen first, then fill CHOSEN from its results (or pass --variants)")
     out_dir = args.out_dir / "screen" if args.screen else args.out_dir
     agents = sorted(args.algos, key=("drqn", "drqn_norm", "ppo_lstm", "dqn_stack4", "dqn").index)
+    shown = sorted(agents, key=("drqn", "drqn_norm", "dqn", "dqn_stack4", "ppo_lstm").index)
     if args.summary_only:
         results = harness.finished_runs(out_dir)
     else:
@@ -155,7 +206,7 @@ def main(argv: list[str] | None = None) -> None:
             f"{screen_table(summary)}\n\nOne variant per game (the largest stack / single): {', '.join(one_per_game(summary))}"
         )
     else:
-        table = harness.results_table(summary)
+        table = comparison_table(summary, shown) + "\n\n" + "\n".join(goal_checks(summary))
     harness.write_results(out_dir, "minatar_screen" if args.screen else "minatar", results, summary, table)
     plot = out_dir / "minatar_screen.png" if args.screen else args.plot
     harness.plot_curves(summary, plot, "MinAtar, partially observable variants", ylabel="evaluation return")

@@ -241,3 +241,43 @@ def test_pixel_probe_gradient_norms():
     assert gradients["dqn"] == {"features_extractor.cnn", "features_extractor.linear", "features_extractor.norm", "q_net"}
     assert all(value > 0 for parts in norms.values() for value in parts.values())
     assert "relative change of features_extractor.cnn.0.weight" in norms["drqn"]
+
+
+def test_minatar_comparison_shows_intervals_and_checks_the_goals():
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        import minatar_suite
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+
+    def agent(*finals: float) -> dict:
+        return {
+            "final_mean": sum(finals) / len(finals), "final_std": 0.5, "final_ci": [min(finals), max(finals)],
+            "final_per_seed": list(finals), "mean_wall_time": 100.0,
+        }  # fmt: skip
+
+    summary = {
+        "Freeway-NoMotion": {"drqn": agent(40.0, 42.0), "dqn": agent(20.0, 22.0), "dqn_stack4": agent(45.0, 47.0)},
+        "Breakout-Flicker": {"drqn": agent(4.0, 6.0), "dqn": agent(5.0, 5.0), "dqn_stack4": agent(3.0, 3.0)},
+        "SpaceInvaders-Flicker": {"dqn": agent(5.0, 6.0)},
+    }
+    table = minatar_suite.comparison_table(summary, ["drqn", "dqn", "dqn_stack4", "ppo_lstm"])
+    assert "| Freeway-NoMotion | 41.00 ± 0.50 [40.00, 42.00] (40.00, 42.00) | 21.00 ± 0.50" in table
+    assert "| SpaceInvaders-Flicker | - | 5.50 ± 0.50 [5.00, 6.00] (5.00, 6.00) | - | - |" in table
+    assert table.endswith("| wall time per run (s) | 100 | 100 | 100 | - |")
+    # Equal means are not "above"; the stack is lost on Freeway; SpaceInvaders is not decided yet
+    above, level = minatar_suite.goal_checks(summary)
+    assert above == (
+        "- drqn above DQN, 1 frame on every game: no, not on Breakout-Flicker (5.00 against 5.00)"
+        " (not yet run: SpaceInvaders-Flicker)"
+    )
+    assert level == (
+        "- drqn level with DQN, 4 frames on every game: no, not on Freeway-NoMotion (41.00 against 46.00)"
+        " (not yet run: SpaceInvaders-Flicker)"
+    )
+    complete = {game: agents for game, agents in summary.items() if game == "Freeway-NoMotion"}
+    complete["Freeway-NoMotion"]["dqn_stack4"] = agent(41.0, 41.0)
+    assert minatar_suite.goal_checks(complete) == [
+        "- drqn above DQN, 1 frame on every game: yes on 1 of 1 games",
+        "- drqn level with DQN, 4 frames on every game: yes on 1 of 1 games",
+    ]
