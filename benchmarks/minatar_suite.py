@@ -186,8 +186,8 @@ def main(argv: list[str] | None = None) -> None:
     if not variants:
         parser.error("no variant chosen yet: run --screen first, then fill CHOSEN from its results (or pass --variants)")
     out_dir = args.out_dir / "screen" if args.screen else args.out_dir
-    agents = sorted(args.algos, key=("drqn", "drqn_norm", "ppo_lstm", "dqn_stack4", "dqn").index)
-    shown = sorted(agents, key=("drqn", "drqn_norm", "dqn", "dqn_stack4", "ppo_lstm").index)
+    # One order for running and showing: AGENTS', then the optional ones
+    agents = [agent for agent in (*AGENTS, *OPTIONAL_AGENTS) if agent in args.algos]
     if args.summary_only:
         results = harness.finished_runs(out_dir)
     else:
@@ -201,12 +201,15 @@ def main(argv: list[str] | None = None) -> None:
         runs = [run(variant, agent, seed) for seed in args.seeds for variant in variants for agent in agents]
         results = harness.run_all(runs, out_dir, args.n_procs)
     summary = harness.summarize(results)
+    # Games in the order run (VARIANTS' for the screen, CHOSEN's for the comparison), any others after them
+    order = [*variants, *sorted(variant for variant in summary if variant not in variants)]
+    summary = {variant: summary[variant] for variant in order if variant in summary}
     if args.screen:
         table = (
             f"{screen_table(summary)}\n\nOne variant per game (the largest stack / single): {', '.join(one_per_game(summary))}"
         )
     else:
-        table = comparison_table(summary, shown) + "\n\n" + "\n".join(goal_checks(summary))
+        table = comparison_table(summary, agents) + "\n\n" + "\n".join(goal_checks(summary))
     harness.write_results(out_dir, "minatar_screen" if args.screen else "minatar", results, summary, table)
     plot = out_dir / "minatar_screen.png" if args.screen else args.plot
     harness.plot_curves(summary, plot, "MinAtar, partially observable variants", ylabel="evaluation return")

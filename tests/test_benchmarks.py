@@ -148,6 +148,8 @@ def test_minatar_suite_runs(tmp_path):
     sources = {run["agent"]: run["settings"]["source"] for run in result["runs"]}
     assert sources["drqn"] == "drqn.yml:MinAtar/Breakout-NoMotion-v1" and sources["ppo_lstm"].startswith("ppo_lstm.yml:atari")
     assert result["runs"][0]["env_kwargs"] == {"max_episode_steps": 10_000} and (tmp_path / "m.png").stat().st_size > 0
+    # One agent order for running and showing: AGENTS'
+    assert "| game | drqn | dqn | dqn_stack4 | ppo_lstm |" in (tmp_path / "minatar.md").read_text()
 
 
 @pytest.mark.slow
