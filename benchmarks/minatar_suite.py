@@ -19,6 +19,9 @@ restart, so they can span several sittings; two single-thread runs at a time):
    setting), seeds 0-2, 300k steps (6 % of MinAtar's 5M-frame protocol). ``--algos drqn_norm`` adds drqn with
    ``normalize_features=True`` (not run by default), to decide that option's default for ``CnnLstmPolicy``.
 
+Each phase's table, JSON and plot show every finished run in its folder, whichever agents the call ran (a later
+``--algos drqn_norm`` call adds its column to the comparison's), agents in ``AGENTS``' order, then the optional ones.
+
 Every run: MinAtar's sticky actions (0.1) in training and evaluation, episodes capped at 10,000 steps, 20
 evaluation episodes every 25k steps (deterministic, as the suite's other benchmarks; MinAtar's stickiness keeps
 the episodes varied).
@@ -187,10 +190,9 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("no variant chosen yet: run --screen first, then fill CHOSEN from its results (or pass --variants)")
     out_dir = args.out_dir / "screen" if args.screen else args.out_dir
     # One order for running and showing: AGENTS', then the optional ones
-    agents = [agent for agent in (*AGENTS, *OPTIONAL_AGENTS) if agent in args.algos]
-    if args.summary_only:
-        results = harness.finished_runs(out_dir)
-    else:
+    order = (*AGENTS, *OPTIONAL_AGENTS)
+    agents = [agent for agent in order if agent in args.algos]
+    if not args.summary_only:
 
         def run(variant: str, agent: str, seed: int) -> harness.Run:
             settings = agent_settings(agent, variant, args.hyperparams)
@@ -199,17 +201,25 @@ def main(argv: list[str] | None = None) -> None:
                                args.eval_episodes, env_kwargs=env_kwargs, device=args.device)  # fmt: skip
 
         runs = [run(variant, agent, seed) for seed in args.seeds for variant in variants for agent in agents]
-        results = harness.run_all(runs, out_dir, args.n_procs)
+        harness.run_all(runs, out_dir, args.n_procs)
+    # The summary is the folder's: every finished run, whichever agents this call ran (the suite's phases and
+    # optional agents span several calls)
+    results = harness.finished_runs(out_dir)
     summary = harness.summarize(results)
+    shown = [agent for agent in order if any(agent in agent_runs for agent_runs in summary.values())]
     # Games in the order run (VARIANTS' for the screen, CHOSEN's for the comparison), any others after them
-    order = [*variants, *sorted(variant for variant in summary if variant not in variants)]
-    summary = {variant: summary[variant] for variant in order if variant in summary}
+    games = [*variants, *sorted(variant for variant in summary if variant not in variants)]
+    summary = {
+        variant: {agent: summary[variant][agent] for agent in shown if agent in summary[variant]}
+        for variant in games
+        if variant in summary
+    }
     if args.screen:
         table = (
             f"{screen_table(summary)}\n\nOne variant per game (the largest stack / single): {', '.join(one_per_game(summary))}"
         )
     else:
-        table = comparison_table(summary, agents) + "\n\n" + "\n".join(goal_checks(summary))
+        table = comparison_table(summary, shown) + "\n\n" + "\n".join(goal_checks(summary))
     harness.write_results(out_dir, "minatar_screen" if args.screen else "minatar", results, summary, table)
     plot = out_dir / "minatar_screen.png" if args.screen else args.plot
     harness.plot_curves(summary, plot, "MinAtar, partially observable variants", ylabel="evaluation return")

@@ -283,3 +283,29 @@ def test_minatar_comparison_shows_intervals_and_checks_the_goals():
         "- drqn above DQN, 1 frame on every game: yes on 1 of 1 games",
         "- drqn level with DQN, 4 frames on every game: yes on 1 of 1 games",
     ]
+
+
+def test_minatar_summary_shows_every_finished_run_of_the_folder(tmp_path):
+    # Runs from separate calls (the comparison, then --algos drqn_norm) end up in one table, in the suite's agent
+    # order rather than the files' alphabetical one
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        import minatar_suite
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    runs_dir = tmp_path / "run_results"
+    runs_dir.mkdir()
+    for agent, final in (("dqn_stack4", 3.0), ("drqn", 4.0), ("drqn_norm", 2.0)):
+        run = dict(task="Breakout-Flicker", agent=agent, seed=0, eval_steps=[25_000], eval_means=[final],
+                   final_mean=final, wall_time=10.0)  # fmt: skip
+        (runs_dir / f"Breakout-Flicker__{agent}__seed0.json").write_text(json.dumps(run))
+    (runs_dir / "Breakout-Flicker__dqn__seed0.progress.json").write_text("{}")
+    minatar_suite.main(["--summary-only", "--out-dir", str(tmp_path), "--plot", str(tmp_path / "m.png")])
+    table = (tmp_path / "minatar.md").read_text()
+    assert "| game | drqn | dqn_stack4 | drqn_norm |" in table
+    assert "| Breakout-Flicker | 4.00 ± 0.00 [4.00, 4.00] (4.00) | 3.00 ± 0.00" in table
+    assert list(json.loads((tmp_path / "minatar.json").read_text())["summary"]["Breakout-Flicker"]) == [
+        "drqn",
+        "dqn_stack4",
+        "drqn_norm",
+    ]
