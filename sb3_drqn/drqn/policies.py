@@ -563,7 +563,8 @@ class RecurrentDQNPolicy(BasePolicy):
     :param normalize_features: Normalise the features extractor's output (``nn.LayerNorm``, with a gain and a
         bias) before the recurrent layer. For pixels: on CartPole's white frames a CNN's features grew large and
         alike, saturating the LSTM's gates, and the greedy action became the same on every frame
-        (``examples/results/cartpole_pixels_diag``)
+        (``examples/results/cartpole_pixels_diag``). Off by default: on MinAtar's frames (bright on black) it made
+        the agent worse on all three games of ``benchmarks/minatar_suite.py``
     :param features_extractor_class: Features extractor to use (``None``: ``default_features_extractor_class``,
         ``FlattenExtractor``; ``NatureCNN`` for :class:`CnnLstmPolicy`, ``CombinedExtractor`` for
         :class:`MultiInputLstmPolicy`)
