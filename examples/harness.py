@@ -653,9 +653,18 @@ def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None = Non
 def write_results(out_dir: Path, name: str, results: Sequence[dict[str, Any]], summary: dict[str, Any], table: str) -> None:
     """
     Write ``<name>.json`` (command, summary, every run) and ``<name>.md`` (the table) into ``out_dir``.
+
+    The command is this process's, with the script's path from the current folder when it lies below it. A
+    ``--summary-only`` call ran nothing, so the table says so: its runs' settings are in ``<name>.json``.
     """
-    command = " ".join(["python", Path(sys.argv[0]).name, *sys.argv[1:]])
+    script = Path(sys.argv[0]).resolve()
+    shown = script.relative_to(Path.cwd()) if script.is_relative_to(Path.cwd()) else Path(script.name)
+    command = " ".join(["python", shown.as_posix(), *sys.argv[1:]])
     payload = dict(command=command, summary=summary, runs=list(results))
     (out_dir / f"{name}.json").write_text(json.dumps(payload, indent=1, default=str) + "\n")
-    (out_dir / f"{name}.md").write_text(f"Command: `{command}`\n\n{table}\n")
+    if "--summary-only" in sys.argv[1:]:
+        heading = f"Summary of the finished runs in `run_results/` (`{command}`; each run's settings: `{name}.json`)"
+    else:
+        heading = f"Command: `{command}`"
+    (out_dir / f"{name}.md").write_text(f"{heading}\n\n{table}\n")
     print(f"{table}\nWrote {out_dir / name}.json and .md")

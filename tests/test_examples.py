@@ -167,6 +167,22 @@ def test_summaries_read_the_finished_runs_only(tmp_path, monkeypatch):
     assert harness.finished_runs(tmp_path) == [dict(final_mean=1.0), dict(final_mean=2.0)]
 
 
+def test_results_name_the_command_and_a_summary_says_it_ran_nothing(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(EXAMPLES))
+    import harness
+
+    monkeypatch.chdir(tmp_path)
+    script = tmp_path / "benchmarks" / "suite.py"
+    monkeypatch.setattr(sys, "argv", [str(script), "--seeds", "0"])
+    harness.write_results(tmp_path, "suite", [], {}, "| table |")
+    assert (tmp_path / "suite.md").read_text() == "Command: `python benchmarks/suite.py --seeds 0`\n\n| table |\n"
+    assert json.loads((tmp_path / "suite.json").read_text())["command"] == "python benchmarks/suite.py --seeds 0"
+    monkeypatch.setattr(sys, "argv", [str(script), "--summary-only"])
+    harness.write_results(tmp_path, "suite", [], {}, "| table |")
+    summary = "Summary of the finished runs in `run_results/` (`python benchmarks/suite.py --summary-only`; each run's "
+    assert (tmp_path / "suite.md").read_text() == summary + "settings: `suite.json`)\n\n| table |\n"
+
+
 def test_a_stopped_run_leaves_its_curve_so_far(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(EXAMPLES))
     import harness
