@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> None:
                 f"| {auc_iqm:.2f} [{auc_low:.2f}, {auc_high:.2f}] | {', '.join(f'{v:.1f}' for v in s['final_per_seed'])} "
                 f"| {s['mean_wall_time']:.0f} |"
             )
-    harness.write_results(args.out_dir, "ablation", results, summary, "\n".join(lines))
+    harness.write_results(args.out_dir, "ablation", results, summary, "\n".join(lines), summary_only=args.summary_only)
     harness.plot_curves(summary, args.plot, "Ablation of the R2D2 options, deterministic evaluations")
 
 

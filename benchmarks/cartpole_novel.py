@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> None:
     results = harness.run_all(runs, args.out_dir, args.n_procs, args.summary_only)
     summary = harness.summarize(results)[ENV_ID]
     table = format_table(summary, results)
-    harness.write_results(args.out_dir, "cartpole_novel", results, summary, table)
+    harness.write_results(args.out_dir, "cartpole_novel", results, summary, table, summary_only=args.summary_only)
     harness.plot_curves({ENV_ID: summary}, args.plot, f"{ENV_ID}, deterministic evaluations", reference=SOLVED)
 
 

@@ -378,7 +378,7 @@ def main(argv: list[str] | None = None) -> None:
         f"Normalised final score (random policy 0, maximum return 1; `{args.tasks_file.name}`), mean ± std over seeds "
         f"(per seed), {args.eval_episodes} deterministic episodes per evaluation.\n\n{table}\n\n" + "\n".join(checks)
     )
-    harness.write_results(out_dir, "memory_suite", results, summary, text)
+    harness.write_results(out_dir, "memory_suite", results, summary, text, summary_only=args.summary_only)
     plot = args.plot if not args.screen else out_dir / "memory_suite_screen.png"
     harness.plot_curves(summary, plot, "Memory suite", reference=1.0, ylabel="normalised evaluation return")
 

@@ -220,7 +220,9 @@ def main(argv: list[str] | None = None) -> None:
         )
     else:
         table = comparison_table(summary, shown) + "\n\n" + "\n".join(goal_checks(summary))
-    harness.write_results(out_dir, "minatar_screen" if args.screen else "minatar", results, summary, table)
+    harness.write_results(
+        out_dir, "minatar_screen" if args.screen else "minatar", results, summary, table, summary_only=args.summary_only
+    )
     plot = out_dir / "minatar_screen.png" if args.screen else args.plot
     harness.plot_curves(summary, plot, "MinAtar, partially observable variants", ylabel="evaluation return")
 

@@ -81,7 +81,9 @@ def main(argv: list[str] | None = None) -> None:
         ]
     results = harness.run_all(runs, args.out_dir, args.n_procs, args.summary_only)
     summary = harness.summarize(results)
-    harness.write_results(args.out_dir, NAME, results, summary, harness.results_table(summary, solved=475.0))
+    harness.write_results(
+        args.out_dir, NAME, results, summary, harness.results_table(summary, solved=475.0), summary_only=args.summary_only
+    )
     title = "DRQN (MlpLstmPolicy, drqn.yml) vs DQN (zoo's tuned CartPole-v1 settings)"
     harness.plot_curves(summary, args.out_dir / f"{NAME}.png", title, reference=475.0)
 

@@ -187,7 +187,9 @@ def main(argv: list[str] | None = None) -> None:
     ]
     results = harness.run_all(runs, args.out_dir, args.n_procs, args.summary_only)
     summary = harness.summarize(results)
-    harness.write_results(args.out_dir, NAME, results, summary, harness.results_table(summary, solved=475.0))
+    harness.write_results(
+        args.out_dir, NAME, results, summary, harness.results_table(summary, solved=475.0), summary_only=args.summary_only
+    )
     size = "x".join(map(str, BAND_SHAPE if args.frame == "band" else (args.frame_size, args.frame_size)))
     title = f"CartPole from single {size} frames ({args.frame}): DRQN vs DQN"
     harness.plot_curves(summary, args.out_dir / f"{NAME}.png", title, reference=475.0)

@@ -650,19 +650,22 @@ def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None = Non
     return args
 
 
-def write_results(out_dir: Path, name: str, results: Sequence[dict[str, Any]], summary: dict[str, Any], table: str) -> None:
+def write_results(
+    out_dir: Path, name: str, results: Sequence[dict[str, Any]], summary: dict[str, Any], table: str, *, summary_only: bool
+) -> None:
     """
     Write ``<name>.json`` (command, summary, every run) and ``<name>.md`` (the table) into ``out_dir``.
 
-    The command is this process's, with the script's path from the current folder when it lies below it. A
-    ``--summary-only`` call ran nothing, so the table says so: its runs' settings are in ``<name>.json``.
+    :param summary_only: The call ran nothing (``--summary-only``, as parsed), so the table says it summarises the
+        finished runs, whose settings are in ``<name>.json``. The command is this process's, with the script's path
+        from the current folder when it lies below it.
     """
     script = Path(sys.argv[0]).resolve()
     shown = script.relative_to(Path.cwd()) if script.is_relative_to(Path.cwd()) else Path(script.name)
     command = " ".join(["python", shown.as_posix(), *sys.argv[1:]])
     payload = dict(command=command, summary=summary, runs=list(results))
     (out_dir / f"{name}.json").write_text(json.dumps(payload, indent=1, default=str) + "\n")
-    if "--summary-only" in sys.argv[1:]:
+    if summary_only:
         heading = f"Summary of the finished runs in `run_results/` (`{command}`; each run's settings: `{name}.json`)"
     else:
         heading = f"Command: `{command}`"

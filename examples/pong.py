@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> None:
     name = f"{NAME}_flickering" if args.flickering else NAME
     results = harness.run_all(runs, args.out_dir, args.n_procs, args.summary_only)
     summary = harness.summarize(results)
-    harness.write_results(args.out_dir, name, results, summary, harness.results_table(summary))
+    harness.write_results(args.out_dir, name, results, summary, harness.results_table(summary), summary_only=args.summary_only)
     title = "DRQN (1 frame, GRU) vs DQN (1 frame) vs DQN (4 frames), AtariWrapper" + (
         f", flickering p={args.flicker_prob}" if args.flickering else ""
     )

@@ -174,11 +174,11 @@ def test_results_name_the_command_and_a_summary_says_it_ran_nothing(tmp_path, mo
     monkeypatch.chdir(tmp_path)
     script = tmp_path / "benchmarks" / "suite.py"
     monkeypatch.setattr(sys, "argv", [str(script), "--seeds", "0"])
-    harness.write_results(tmp_path, "suite", [], {}, "| table |")
+    harness.write_results(tmp_path, "suite", [], {}, "| table |", summary_only=False)
     assert (tmp_path / "suite.md").read_text() == "Command: `python benchmarks/suite.py --seeds 0`\n\n| table |\n"
     assert json.loads((tmp_path / "suite.json").read_text())["command"] == "python benchmarks/suite.py --seeds 0"
     monkeypatch.setattr(sys, "argv", [str(script), "--summary-only"])
-    harness.write_results(tmp_path, "suite", [], {}, "| table |")
+    harness.write_results(tmp_path, "suite", [], {}, "| table |", summary_only=True)
     summary = "Summary of the finished runs in `run_results/` (`python benchmarks/suite.py --summary-only`; each run's "
     assert (tmp_path / "suite.md").read_text() == summary + "settings: `suite.json`)\n\n| table |\n"
 
