@@ -123,6 +123,24 @@ def test_cartpole_pixels_agents_have_the_same_network_in_front(monkeypatch, norm
     assert isinstance(dqn.q_net.features_extractor.norm, th.nn.LayerNorm) == normalized
 
 
+def test_cartpole_pixels_learning_rate_decays_for_both_agents(monkeypatch):
+    # Tuned on the example: both agents' learning rate falls linearly from 5e-4 to 0 over the run;
+    # --hyperparams learning_rate:5e-4 gives back drqn.yml's constant rate, for both
+    monkeypatch.syspath_prepend(str(EXAMPLES))
+    import cartpole_pixels
+    from stable_baselines3 import DQN
+    from stable_baselines3.common.env_util import make_vec_env
+
+    from sb3_drqn import RecurrentDQN
+
+    env = make_vec_env(cartpole_pixels.make_pixel_cartpole, n_envs=1, seed=0)
+    for overrides, expected in (({}, [5e-4, 2.5e-4, 0.0]), (dict(learning_rate=5e-4), [5e-4, 5e-4, 5e-4])):
+        settings = cartpole_pixels.agent_settings(overrides)
+        for agent, algo in (("drqn", RecurrentDQN), ("dqn", DQN)):
+            model = algo(settings[agent].policy, env, **(settings[agent].kwargs | dict(buffer_size=100)))
+            assert [model.lr_schedule(progress) for progress in (1.0, 0.5, 0.0)] == pytest.approx(expected), agent
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("flickering", [False, True])
 def test_pong(tmp_path, flickering):
