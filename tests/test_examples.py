@@ -95,10 +95,8 @@ def test_cartpole_pixel_frames():
         make_pixel_cartpole(frame="crop")
 
 
-@pytest.mark.parametrize("normalized", [True, False])
-def test_cartpole_pixels_agents_have_the_same_network_in_front(monkeypatch, normalized):
-    # drqn's features are normalised (normalize_features) by default; DQN's SmallCNN then ends with the same
-    # LayerNorm, and turning the option off turns both off
+def pixel_agents(monkeypatch, overrides: dict) -> dict:
+    """The example's two agents, built from ``agent_settings(overrides)`` on one pixel env (tiny replay buffers)."""
     monkeypatch.syspath_prepend(str(EXAMPLES))
     import cartpole_pixels
     from stable_baselines3 import DQN
@@ -106,11 +104,22 @@ def test_cartpole_pixels_agents_have_the_same_network_in_front(monkeypatch, norm
 
     from sb3_drqn import RecurrentDQN
 
-    overrides = {} if normalized else dict(policy_kwargs=dict(normalize_features=False))
     settings = cartpole_pixels.agent_settings(overrides)
     env = make_vec_env(cartpole_pixels.make_pixel_cartpole, n_envs=1, seed=0)
-    drqn = RecurrentDQN(settings["drqn"].policy, env, **(settings["drqn"].kwargs | dict(buffer_size=100)))
-    dqn = DQN(settings["dqn"].policy, env, **(settings["dqn"].kwargs | dict(buffer_size=100)))
+    algos = dict(drqn=RecurrentDQN, dqn=DQN)
+    return {
+        agent: algo(settings[agent].policy, env, **(settings[agent].kwargs | dict(buffer_size=100)))
+        for agent, algo in algos.items()
+    }
+
+
+@pytest.mark.parametrize("normalized", [True, False])
+def test_cartpole_pixels_agents_have_the_same_network_in_front(monkeypatch, normalized):
+    # drqn's features are normalised (normalize_features) by default; DQN's SmallCNN then ends with the same
+    # LayerNorm, and turning the option off turns both off
+    overrides = {} if normalized else dict(policy_kwargs=dict(normalize_features=False))
+    agents = pixel_agents(monkeypatch, overrides)
+    drqn, dqn = agents["drqn"], agents["dqn"]
     obs = th.as_tensor(drqn.env.reset())  # channels first (SB3's VecTransposeImage)
     with th.no_grad():
         drqn_features = drqn.q_net.extract_features(obs, drqn.q_net.features_extractor)
@@ -126,18 +135,8 @@ def test_cartpole_pixels_agents_have_the_same_network_in_front(monkeypatch, norm
 def test_cartpole_pixels_learning_rate_decays_for_both_agents(monkeypatch):
     # Tuned on the example: both agents' learning rate falls linearly from 5e-4 to 0 over the run;
     # --hyperparams learning_rate:5e-4 gives back drqn.yml's constant rate, for both
-    monkeypatch.syspath_prepend(str(EXAMPLES))
-    import cartpole_pixels
-    from stable_baselines3 import DQN
-    from stable_baselines3.common.env_util import make_vec_env
-
-    from sb3_drqn import RecurrentDQN
-
-    env = make_vec_env(cartpole_pixels.make_pixel_cartpole, n_envs=1, seed=0)
     for overrides, expected in (({}, [5e-4, 2.5e-4, 0.0]), (dict(learning_rate=5e-4), [5e-4, 5e-4, 5e-4])):
-        settings = cartpole_pixels.agent_settings(overrides)
-        for agent, algo in (("drqn", RecurrentDQN), ("dqn", DQN)):
-            model = algo(settings[agent].policy, env, **(settings[agent].kwargs | dict(buffer_size=100)))
+        for agent, model in pixel_agents(monkeypatch, overrides).items():
             assert [model.lr_schedule(progress) for progress in (1.0, 0.5, 0.0)] == pytest.approx(expected), agent
 
 
