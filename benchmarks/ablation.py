@@ -105,6 +105,7 @@ def main(argv: list[str] | None = None) -> None:
         REPO / "benchmarks" / "results" / "ablation",
         list(OPTIONS),
         "--options",
+        plot="ablation.png",
         timesteps=None,
         seeds=[0, 1, 2, 3, 4],
         eval_freq=5000,
@@ -115,7 +116,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cartpole-timesteps", type=int, default=50_000, help="(--timesteps: the same for both tasks)")
     parser.add_argument("--memory-timesteps", type=int, default=30_000)
     parser.add_argument("--bootstrap", type=int, default=2000, help="bootstrap samples of the confidence intervals")
-    parser.add_argument("--plot", type=Path, default=REPO / "docs" / "images" / "ablation.png")
     args = harness.parse_args(parser, argv)
     runs = [make_run(task, option, seed, args) for task in args.tasks for seed in args.seeds for option in args.algos]
     results = harness.run_all(runs, args.out_dir, args.n_procs, args.summary_only)

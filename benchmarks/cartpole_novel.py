@@ -76,6 +76,7 @@ def main(argv: list[str] | None = None) -> None:
         __doc__,
         REPO / "benchmarks" / "results" / "cartpole_novel",
         ALGOS,
+        plot="cartpole_novel.png",
         timesteps=100_000,
         seeds=[0, 1, 2, 3, 4],
         eval_freq=5000,
@@ -83,7 +84,6 @@ def main(argv: list[str] | None = None) -> None:
         n_procs=2,
     )
     parser.add_argument("--final-eval-episodes", type=int, default=20, help="episodes of the final evaluation")
-    parser.add_argument("--plot", type=Path, default=REPO / "docs" / "images" / "cartpole_novel.png", help="PNG output")
     args = harness.parse_args(parser, argv)
     final_eval_episodes = args.eval_episodes if args.smoke else args.final_eval_episodes
     # Slowest agents first so that the pool stays busy

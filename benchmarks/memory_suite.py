@@ -326,7 +326,7 @@ def summary_table(summary: dict[str, dict[str, Any]], runs: list[dict[str, Any]]
 
 def main(argv: list[str] | None = None) -> None:
     parser = harness.make_parser(
-        __doc__, OUT_DIR, AGENTS,
+        __doc__, OUT_DIR, AGENTS, plot="memory_suite.png",
         timesteps=100_000, seeds=[0, 1, 2], eval_freq=10_000, eval_episodes=50, n_procs=2,
     )  # fmt: skip
     parser.add_argument(
@@ -339,7 +339,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--measure-random", action="store_true", help="measure the random policy's returns, write tasks.json")
     parser.add_argument("--random-episodes", type=int, default=1000, help="episodes per task for --measure-random")
     parser.add_argument("--tasks-file", type=Path, default=OUT_DIR / "tasks.json", help="split, random and max returns")
-    parser.add_argument("--plot", type=Path, default=REPO / "docs" / "images" / "memory_suite.png", help="PNG output")
     parser.add_argument("--bootstrap", type=int, default=2000, help="bootstrap samples of the confidence intervals")
     given = sys.argv[1:] if argv is None else argv
     if "--screen" in given:

@@ -175,11 +175,10 @@ def goal_checks(summary: dict[str, dict[str, Any]], agent: str = "drqn") -> list
 def main(argv: list[str] | None = None) -> None:
     parser = harness.make_parser(
         __doc__, OUT_DIR, AGENTS + OPTIONAL_AGENTS, timesteps=300_000, seeds=[0, 1, 2], eval_freq=25_000, eval_episodes=20,
-        n_procs=2, algos=list(AGENTS),
+        n_procs=2, algos=list(AGENTS), plot="minatar.png",
     )  # fmt: skip
     parser.add_argument("--screen", action="store_true", help="phase 1: DQN 1 frame vs 4 frames, seeds 0 1, 150k steps")
     parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=None, help="variants (default: all or CHOSEN)")
-    parser.add_argument("--plot", type=Path, default=REPO / "docs" / "images" / "minatar.png", help="PNG output")
     given = sys.argv[1:] if argv is None else argv
     if "--screen" in given:
         parser.set_defaults(seeds=[0, 1], timesteps=150_000, algos=["dqn", "dqn_stack4"])

@@ -45,6 +45,8 @@ SMOKE = dict(seeds=[0], timesteps=300, eval_freq=150, eval_episodes=2, n_procs=1
 SMOKE_OVERRIDES = dict(learning_starts=100, buffer_size=1000)
 # Folder of the per-run files inside a script's --out-dir (not "runs/": .gitignore keeps the zoo's runs/ out of git)
 RUN_FILES = "run_results"
+# README's and the docs' figures (the benchmarks' plots with their default --out-dir)
+DOCS_IMAGES = Path(__file__).resolve().parents[1] / "docs" / "images"
 
 
 def hyperparams_file(algo: str) -> Path:
@@ -581,7 +583,12 @@ def plot_curves(
 
 
 def make_parser(
-    doc: str | None, out_dir: Path, agents: Sequence[str], agents_flag: str = "--algos", **defaults: Any
+    doc: str | None,
+    out_dir: Path,
+    agents: Sequence[str],
+    agents_flag: str = "--algos",
+    plot: str | None = None,
+    **defaults: Any,
 ) -> argparse.ArgumentParser:
     """
     The command line every script shares; ``defaults`` sets ``timesteps``, ``seeds``, ``eval_freq``,
@@ -591,12 +598,23 @@ def make_parser(
     :param out_dir: Default output folder
     :param agents: The agents the script can run (all by default, unless ``defaults`` has ``algos``)
     :param agents_flag: The option that chooses them (``args.algos`` in any case)
+    :param plot: File name of the script's plot, if it draws one: ``--plot`` then defaults to it in
+        ``docs/images/`` (README's and the docs' figure) with the default ``out_dir``, and in the chosen
+        ``--out-dir`` otherwise, so that a run elsewhere (a smoke test, a tuning run) leaves the docs' figure alone
     :return: The parser, to which a script adds its own options
     """
     from rl_zoo3.utils import StoreDict
 
     parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.set_defaults(**defaults)
+    if plot is not None:
+        parser.add_argument(
+            "--plot",
+            type=Path,
+            default=None,
+            help=f"PNG output (default: docs/images/{plot} with the default --out-dir, else {plot} in --out-dir)",
+        )
+        parser.set_defaults(plot_name=plot)
     parser.add_argument("--timesteps", type=int, help="env steps per run (default: %(default)s)")
     parser.add_argument("--seeds", type=int, nargs="+", help="seeds, one run each (default: %(default)s)")
     parser.add_argument(
@@ -647,6 +665,9 @@ def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None = Non
         parser.set_defaults(**SMOKE)
         args = parser.parse_args(argv)
         args.hyperparams = {**SMOKE_OVERRIDES, **args.hyperparams}
+    if getattr(args, "plot_name", None) is not None and args.plot is None:
+        docs_figure = args.out_dir.resolve() == Path(parser.get_default("out_dir")).resolve()
+        args.plot = (DOCS_IMAGES if docs_figure else args.out_dir) / args.plot_name
     return args
 
 

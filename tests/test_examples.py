@@ -273,3 +273,18 @@ def test_sigterm_stops_the_parallel_runs(tmp_path):
     assert not any(_is_running(pid) for pid in workers)
     # The third run never started
     assert len(list(tmp_path.glob("worker_*"))) == 2
+
+
+def test_a_benchmark_plot_goes_to_the_docs_only_with_the_default_out_dir(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(EXAMPLES))
+    import harness
+
+    default_out = tmp_path / "results"
+    parser = harness.make_parser(None, default_out, ["drqn"], plot="suite.png")
+    assert harness.parse_args(parser, []).plot == harness.DOCS_IMAGES / "suite.png"
+    elsewhere = tmp_path / "tuning"
+    assert harness.parse_args(parser, ["--out-dir", str(elsewhere)]).plot == elsewhere / "suite.png"
+    chosen = tmp_path / "chosen.png"
+    assert harness.parse_args(parser, ["--out-dir", str(elsewhere), "--plot", str(chosen)]).plot == chosen
+    # A script without a plot has no --plot
+    assert not hasattr(harness.parse_args(harness.make_parser(None, default_out, ["drqn"]), []), "plot")
