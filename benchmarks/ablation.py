@@ -111,6 +111,7 @@ def main(argv: list[str] | None = None) -> None:
         eval_freq=5000,
         eval_episodes=10,
         n_procs=2,
+        script=__file__,
     )
     parser.add_argument("--tasks", nargs="+", choices=TASKS, default=list(TASKS))
     parser.add_argument("--cartpole-timesteps", type=int, default=50_000, help="(--timesteps: the same for both tasks)")
@@ -134,7 +135,7 @@ def main(argv: list[str] | None = None) -> None:
                 f"| {auc_iqm:.2f} [{auc_low:.2f}, {auc_high:.2f}] | {', '.join(f'{v:.1f}' for v in s['final_per_seed'])} "
                 f"| {s['mean_wall_time']:.0f} |"
             )
-    harness.write_results(args.out_dir, "ablation", results, summary, "\n".join(lines), summary_only=args.summary_only)
+    harness.write_results(args.out_dir, "ablation", results, summary, "\n".join(lines), args)
     harness.plot_curves(summary, args.plot, "Ablation of the R2D2 options, deterministic evaluations")
 
 

@@ -82,6 +82,7 @@ def main(argv: list[str] | None = None) -> None:
         eval_freq=5000,
         eval_episodes=10,
         n_procs=2,
+        script=__file__,
     )
     parser.add_argument("--final-eval-episodes", type=int, default=20, help="episodes of the final evaluation")
     args = harness.parse_args(parser, argv)
@@ -107,7 +108,7 @@ def main(argv: list[str] | None = None) -> None:
     results = harness.run_all(runs, args.out_dir, args.n_procs, args.summary_only)
     summary = harness.summarize(results)[ENV_ID]
     table = format_table(summary, results)
-    harness.write_results(args.out_dir, "cartpole_novel", results, summary, table, summary_only=args.summary_only)
+    harness.write_results(args.out_dir, "cartpole_novel", results, summary, table, args)
     harness.plot_curves({ENV_ID: summary}, args.plot, f"{ENV_ID}, deterministic evaluations", reference=SOLVED)
 
 

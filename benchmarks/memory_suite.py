@@ -327,7 +327,7 @@ def summary_table(summary: dict[str, dict[str, Any]], runs: list[dict[str, Any]]
 def main(argv: list[str] | None = None) -> None:
     parser = harness.make_parser(
         __doc__, OUT_DIR, AGENTS, plot="memory_suite.png",
-        timesteps=100_000, seeds=[0, 1, 2], eval_freq=10_000, eval_episodes=50, n_procs=2,
+        timesteps=100_000, seeds=[0, 1, 2], eval_freq=10_000, eval_episodes=50, n_procs=2, script=__file__,
     )  # fmt: skip
     parser.add_argument(
         "--tasks", nargs="+", choices=TASKS, default=None, help="tasks (default: all 12; --screen: the 8 tuning tasks)"
@@ -377,7 +377,7 @@ def main(argv: list[str] | None = None) -> None:
         f"Normalised final score (random policy 0, maximum return 1; `{args.tasks_file.name}`), mean ± std over seeds "
         f"(per seed), {args.eval_episodes} deterministic episodes per evaluation.\n\n{table}\n\n" + "\n".join(checks)
     )
-    harness.write_results(out_dir, "memory_suite", results, summary, text, summary_only=args.summary_only)
+    harness.write_results(out_dir, "memory_suite", results, summary, text, args)
     plot = args.plot if not args.screen else out_dir / "memory_suite_screen.png"
     harness.plot_curves(summary, plot, "Memory suite", reference=1.0, ylabel="normalised evaluation return")
 

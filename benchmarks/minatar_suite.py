@@ -175,7 +175,7 @@ def goal_checks(summary: dict[str, dict[str, Any]], agent: str = "drqn") -> list
 def main(argv: list[str] | None = None) -> None:
     parser = harness.make_parser(
         __doc__, OUT_DIR, AGENTS + OPTIONAL_AGENTS, timesteps=300_000, seeds=[0, 1, 2], eval_freq=25_000, eval_episodes=20,
-        n_procs=2, algos=list(AGENTS), plot="minatar.png",
+        n_procs=2, algos=list(AGENTS), plot="minatar.png", script=__file__,
     )  # fmt: skip
     parser.add_argument("--screen", action="store_true", help="phase 1: DQN 1 frame vs 4 frames, seeds 0 1, 150k steps")
     parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=None, help="variants (default: all or CHOSEN)")
@@ -219,9 +219,7 @@ def main(argv: list[str] | None = None) -> None:
         )
     else:
         table = comparison_table(summary, shown) + "\n\n" + "\n".join(goal_checks(summary))
-    harness.write_results(
-        out_dir, "minatar_screen" if args.screen else "minatar", results, summary, table, summary_only=args.summary_only
-    )
+    harness.write_results(out_dir, "minatar_screen" if args.screen else "minatar", results, summary, table, args)
     plot = out_dir / "minatar_screen.png" if args.screen else args.plot
     harness.plot_curves(summary, plot, "MinAtar, partially observable variants", ylabel="evaluation return")
 

@@ -54,6 +54,7 @@ def main(argv: list[str] | None = None) -> None:
         seeds=[0, 1, 2],
         eval_freq=5000,
         eval_episodes=10,
+        script=__file__,
     )
     parser.add_argument("--envs", nargs="+", choices=ENV_IDS, default=list(ENV_IDS), help="envs (default: both)")
     args = harness.parse_args(parser, argv)
@@ -81,9 +82,7 @@ def main(argv: list[str] | None = None) -> None:
         ]
     results = harness.run_all(runs, args.out_dir, args.n_procs, args.summary_only)
     summary = harness.summarize(results)
-    harness.write_results(
-        args.out_dir, NAME, results, summary, harness.results_table(summary, solved=475.0), summary_only=args.summary_only
-    )
+    harness.write_results(args.out_dir, NAME, results, summary, harness.results_table(summary, solved=475.0), args)
     title = "DRQN (MlpLstmPolicy, drqn.yml) vs DQN (zoo's tuned CartPole-v1 settings)"
     harness.plot_curves(summary, args.out_dir / f"{NAME}.png", title, reference=475.0)
 

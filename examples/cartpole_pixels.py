@@ -169,6 +169,7 @@ def main(argv: list[str] | None = None) -> None:
         seeds=[0, 1, 2],
         eval_freq=10_000,
         eval_episodes=5,
+        script=__file__,
     )
     parser.add_argument("--frame", choices=FRAMES, default="band", help="the band of the cart and pole, or the whole screen")
     parser.add_argument("--frame-size", type=int, default=48, help="side of --frame full's frames (default: %(default)s)")
@@ -195,9 +196,7 @@ def main(argv: list[str] | None = None) -> None:
     ]
     results = harness.run_all(runs, args.out_dir, args.n_procs, args.summary_only)
     summary = harness.summarize(results)
-    harness.write_results(
-        args.out_dir, NAME, results, summary, harness.results_table(summary, solved=475.0), summary_only=args.summary_only
-    )
+    harness.write_results(args.out_dir, NAME, results, summary, harness.results_table(summary, solved=475.0), args)
     size = "x".join(map(str, BAND_SHAPE if args.frame == "band" else (args.frame_size, args.frame_size)))
     title = f"CartPole from single {size} frames ({args.frame}): DRQN vs DQN"
     harness.plot_curves(summary, args.out_dir / f"{NAME}.png", title, reference=475.0)

@@ -588,6 +588,7 @@ def make_parser(
     agents: Sequence[str],
     agents_flag: str = "--algos",
     plot: str | None = None,
+    script: str | None = None,
     **defaults: Any,
 ) -> argparse.ArgumentParser:
     """
@@ -601,12 +602,14 @@ def make_parser(
     :param plot: File name of the script's plot, if it draws one: ``--plot`` then defaults to it in
         ``docs/images/`` (README's and the docs' figure) with the default ``out_dir``, and in the chosen
         ``--out-dir`` otherwise, so that a run elsewhere (a smoke test, a tuning run) leaves the docs' figure alone
+    :param script: The script's path (its ``__file__``), for the command its results record (default: this
+        process's, which is pytest's when a test calls the script's ``main``)
     :return: The parser, to which a script adds its own options
     """
     from rl_zoo3.utils import StoreDict
 
     parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.set_defaults(**defaults)
+    parser.set_defaults(**defaults, script=script or sys.argv[0])
     if plot is not None:
         parser.add_argument(
             "--plot",
@@ -653,10 +656,15 @@ def make_parser(
 
 
 def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """Parse, with ``--smoke``'s values as defaults (options given explicitly win), and set one torch thread."""
+    """
+    Parse, with ``--smoke``'s values as defaults (options given explicitly win), and set one torch thread.
+    ``args.command`` is the command line that :func:`write_results` records: ``python <script> <argv>``, the
+    script's path from the current folder when it lies below it.
+    """
     import torch as th
 
     th.set_num_threads(1)
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
     known = set(ZOO_KEYS).union(*(inspect.signature(algo.__init__).parameters for algo in zoo_algos().values()))
     if set(args.hyperparams) - known:
@@ -668,22 +676,23 @@ def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None = Non
     if getattr(args, "plot_name", None) is not None and args.plot is None:
         docs_figure = args.out_dir.resolve() == Path(parser.get_default("out_dir")).resolve()
         args.plot = (DOCS_IMAGES if docs_figure else args.out_dir) / args.plot_name
+    script = Path(args.script).resolve()
+    shown = script.relative_to(Path.cwd()) if script.is_relative_to(Path.cwd()) else Path(script.name)
+    args.command = " ".join(["python", shown.as_posix(), *argv])
     return args
 
 
 def write_results(
-    out_dir: Path, name: str, results: Sequence[dict[str, Any]], summary: dict[str, Any], table: str, *, summary_only: bool
+    out_dir: Path, name: str, results: Sequence[dict[str, Any]], summary: dict[str, Any], table: str, args: argparse.Namespace
 ) -> None:
     """
     Write ``<name>.json`` (command, summary, every run) and ``<name>.md`` (the table) into ``out_dir``.
 
-    :param summary_only: The call ran nothing (``--summary-only``, as parsed), so the table says it summarises the
-        finished runs, whose settings are in ``<name>.json``. The command is this process's, with the script's path
-        from the current folder when it lies below it.
+    :param args: The call's arguments (:func:`parse_args`): its ``command`` is recorded; with ``summary_only``
+        (``--summary-only``) the call ran nothing, so the table says it summarises the finished runs, whose
+        settings are in ``<name>.json``.
     """
-    script = Path(sys.argv[0]).resolve()
-    shown = script.relative_to(Path.cwd()) if script.is_relative_to(Path.cwd()) else Path(script.name)
-    command = " ".join(["python", shown.as_posix(), *sys.argv[1:]])
+    command, summary_only = args.command, args.summary_only
     payload = dict(command=command, summary=summary, runs=list(results))
     (out_dir / f"{name}.json").write_text(json.dumps(payload, indent=1, default=str) + "\n")
     if summary_only:

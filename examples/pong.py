@@ -89,6 +89,7 @@ def main(argv: list[str] | None = None) -> None:
         seeds=[0, 1, 2],
         eval_freq=100_000,
         eval_episodes=5,
+        script=__file__,
     )
     parser.add_argument("--env", default="PongNoFrameskip-v4", help="NoFrameskip-v4 Atari env (default: %(default)s)")
     parser.add_argument("--flickering", action="store_true", help="flickering screens (DRQN paper), for every agent")
@@ -126,7 +127,7 @@ def main(argv: list[str] | None = None) -> None:
     name = f"{NAME}_flickering" if args.flickering else NAME
     results = harness.run_all(runs, args.out_dir, args.n_procs, args.summary_only)
     summary = harness.summarize(results)
-    harness.write_results(args.out_dir, name, results, summary, harness.results_table(summary), summary_only=args.summary_only)
+    harness.write_results(args.out_dir, name, results, summary, harness.results_table(summary), args)
     title = "DRQN (1 frame, GRU) vs DQN (1 frame) vs DQN (4 frames), AtariWrapper" + (
         f", flickering p={args.flicker_prob}" if args.flickering else ""
     )

@@ -189,15 +189,19 @@ def test_results_name_the_command_and_a_summary_says_it_ran_nothing(tmp_path, mo
     import harness
 
     monkeypatch.chdir(tmp_path)
-    script = tmp_path / "benchmarks" / "suite.py"
-    monkeypatch.setattr(sys, "argv", [str(script), "--seeds", "0"])
-    harness.write_results(tmp_path, "suite", [], {}, "| table |", summary_only=False)
+    # The script's own path and the argv its main was given, not this process's (pytest's)
+    monkeypatch.setattr(sys, "argv", ["pytest", "-k", "nothing"])
+    parser = harness.make_parser(None, tmp_path, ["drqn"], script=str(tmp_path / "benchmarks" / "suite.py"))
+    harness.write_results(tmp_path, "suite", [], {}, "| table |", harness.parse_args(parser, ["--seeds", "0"]))
     assert (tmp_path / "suite.md").read_text() == "Command: `python benchmarks/suite.py --seeds 0`\n\n| table |\n"
     assert json.loads((tmp_path / "suite.json").read_text())["command"] == "python benchmarks/suite.py --seeds 0"
-    monkeypatch.setattr(sys, "argv", [str(script), "--summary-only"])
-    harness.write_results(tmp_path, "suite", [], {}, "| table |", summary_only=True)
+    harness.write_results(tmp_path, "suite", [], {}, "| table |", harness.parse_args(parser, ["--summary-only"]))
     summary = "Summary of the finished runs in `run_results/` (`python benchmarks/suite.py --summary-only`; each run's "
     assert (tmp_path / "suite.md").read_text() == summary + "settings: `suite.json`)\n\n| table |\n"
+    # Without argv, the command line's; a script outside the current folder is named alone
+    monkeypatch.setattr(sys, "argv", ["/elsewhere/suite.py", "--seeds", "1"])
+    args = harness.parse_args(harness.make_parser(None, tmp_path, ["drqn"]))
+    assert args.command == "python suite.py --seeds 1"
 
 
 def test_a_stopped_run_leaves_its_curve_so_far(tmp_path, monkeypatch):
