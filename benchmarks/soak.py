@@ -88,9 +88,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sample-every", type=int, default=10_000)
     parser.add_argument("--log-interval", type=int, default=10, help="episodes between logger dumps (CSV)")
     parser.add_argument("--out", type=Path, default=RESULTS / "soak.json")
-    parser.add_argument("--plot", type=Path, default=DOCS_IMAGES / "soak_rss.png")
+    parser.add_argument(
+        "--plot",
+        type=Path,
+        default=None,
+        help="PNG output (default: docs/images/soak_rss.png with the default --out, else beside --out)",
+    )
     parser.add_argument("--smoke", action="store_true", help="tiny budget to check the script: 600 steps, buffer of 200")
     args = parser.parse_args(argv)
+    if args.plot is None:
+        # README's figure only from a run with the default --out: a run elsewhere leaves it alone
+        args.plot = (DOCS_IMAGES if args.out == parser.get_default("out") else args.out.parent) / "soak_rss.png"
     if args.smoke:
         args.timesteps, args.buffer_size, args.sample_every = 600, 200, 200
     th.set_num_threads(1)

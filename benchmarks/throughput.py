@@ -649,7 +649,9 @@ def main() -> None:
                 for p in scaling
             ],
         )  # fmt: skip
-        plot_scaling(scaling)
+        # README's figure only from a run with the default --out: a run elsewhere leaves it alone
+        plot_dir = DOCS_IMAGES if args.out == parser.get_default("out") else args.out.parent
+        plot_scaling(scaling, plot_dir / "throughput_scaling.png")
 
     if "kernels" not in args.skip:
         kernels = measure_rnn_kernels(1 if args.smoke else repeats)
@@ -691,7 +693,7 @@ def profile_acting(n_steps: int = 1000) -> None:
             print(f"| `{where}` | {own_time / n_steps * 1e3:.3f} | {own_time / total:.0%} |")
 
 
-def plot_scaling(scaling: list[dict[str, float]]) -> None:
+def plot_scaling(scaling: list[dict[str, float]], path: Path) -> None:
     try:
         import matplotlib
 
@@ -717,8 +719,8 @@ def plot_scaling(scaling: list[dict[str, float]]) -> None:
         ax.grid(alpha=0.3)
     fig.suptitle("RecurrentDQN update time, CnnLstmPolicy (84x84, LSTM 512), CPU")
     fig.tight_layout()
-    DOCS_IMAGES.mkdir(parents=True, exist_ok=True)
-    fig.savefig(DOCS_IMAGES / "throughput_scaling.png", dpi=100)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
 
 
 if __name__ == "__main__":

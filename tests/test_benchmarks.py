@@ -50,11 +50,12 @@ def test_soak_benchmark_runs(tmp_path):
     run_benchmark(
         "soak.py",
         *("--timesteps", "3000", "--buffer-size", "1000", "--sample-every", "500", "--out", str(out)),
-        *("--plot", str(tmp_path / "soak.png")),
     )
     result = json.loads(out.read_text())
     assert [s["steps"] for s in result["samples"]][:3] == [0, 500, 1000]
-    assert result["summary"]["rss_end_mib"] > 0 and (tmp_path / "soak.png").stat().st_size > 0
+    # With another --out than the default, the plot goes beside it, not over README's figure
+    assert result["config"]["plot"] == str(tmp_path / "soak_rss.png")
+    assert result["summary"]["rss_end_mib"] > 0 and (tmp_path / "soak_rss.png").stat().st_size > 0
 
 
 @pytest.mark.slow
